@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""The Synapse charm: one holistic reconcile from typed state to a running homeserver."""
+
+import dataclasses
+import logging
+import secrets
+from pathlib import PurePosixPath
+
+import ops
+
+from constants import CHECK_READY, CONTAINER_NAME, PEER_RELATION
+from server_secrets import ServerSecrets, ensure_server_secrets
+from state import CharmState, InvalidStateError
+from synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
+from users import localpart, user_id
+from workload import Workload, WorkloadFile, render_files
+
+logger = logging.getLogger(__name__)
+
+PASSWORD_BYTES = 24
+MAX_PASSWORD_LENGTH = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """What the unit should run: the typed state, the secrets, and the rendered files."""
+
+    state: CharmState
+    secrets: ServerSecrets
+    files: dict[PurePosixPath, WorkloadFile]
+
+
+class SynapseCharm(ops.CharmBase):
+    """Charm the Synapse homeserver."""
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.container = self.unit.get_container(CONTAINER_NAME)
+        self.workload = Workload(self.container)
+        self._desired: Desired | ops.StatusBase | None = None
+        for event in (
+            self.on.install,
+            self.on.start,
+            self.on.upgrade_charm,
+            self.on.config_changed,
+            self.on.leader_elected,
+            self.on.update_status,
+            self.on[CONTAINER_NAME].pebble_ready,
+            self.on[CONTAINER_NAME].pebble_check_failed,
+            self.on[CONTAINER_NAME].pebble_check_recovered,
+            self.on[PEER_RELATION].relation_created,
+            self.on[PEER_RELATION].relation_changed,
+            self.on.data_storage_attached,
+        ):
+            framework.observe(event, self._reconcile)
+        framework.observe(self.on.secret_changed, self._on_secret_changed)
+        framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
+        framework.observe(self.on.register_user_action, self._on_register_user)
+
+    def _evaluate(self) -> Desired | ops.StatusBase:
+        """What this unit should run, or the status saying why it cannot (cached per hook)."""
+        if self._desired is None:
+            self._desired = self._compute_desired()
+        return self._desired
+
+    def _compute_desired(self) -> Desired | ops.StatusBase:
+        """Parse inputs, fetch the secrets and render; never raises on bad input."""
+        try:
+            state = CharmState.from_charm(self)
+        except InvalidStateError as exc:
+            return ops.BlockedStatus(str(exc))
+        if not self.container.can_connect():
+            return ops.WaitingStatus("waiting for the synapse container")
+        try:
+            server_secrets = ensure_server_secrets(self)
+        except InvalidStateError as exc:
+            return ops.BlockedStatus(str(exc))
+        if server_secrets is None:
+            return ops.WaitingStatus("waiting for the leader to create the server's secrets")
+        installed = self.workload.installed_server_name()
+        if installed and installed != state.config.server_name and self.workload.has_data():
+            return ops.BlockedStatus(
+                f"server_name cannot change from {installed} to {state.config.server_name} once the server "
+                f"has data; revert with `juju config {self.app.name} server_name={installed}`"
+            )
+        return Desired(state, server_secrets, render_files(state, server_secrets))
+
+    def _reconcile(self, _: ops.EventBase | None = None) -> None:
+        """Bring the workload to the desired state; a no-op when it is there already."""
+        desired = self._evaluate()
+        if not isinstance(desired, Desired):
+            logger.info("not configuring Synapse: %s", desired.message)
+            return
+        self.workload.apply(desired.files)
+        self._set_workload_version()
+
+    def _on_secret_changed(self, _: ops.SecretChangedEvent) -> None:
+        """The server secret changed (a new revision): re-render what depends on it."""
+        self._reconcile()
+
+    def _set_workload_version(self) -> None:
+        """Record the version the running Synapse reports, when it answers."""
+        if not self._is_ready():
+            return
+        try:
+            version = SynapseClient(timeout=2).version()
+        except (SynapseUnavailableError, SynapseAPIError):
+            return
+        if version:
+            self.unit.set_workload_version(version)
+
+    def _is_ready(self) -> bool:
+        """Whether Synapse runs and its Pebble ready check has passed since it last failed.
+
+        Pebble reports a check as up before it has run, so a success is required too.
+        """
+        if not self.workload.is_running():
+            return False
+        check = self.container.get_checks(CHECK_READY).get(CHECK_READY)
+        if check is None or check.status != ops.pebble.CheckStatus.UP:
+            return False
+        return check.successes is None or check.successes > 0
+
+    def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
+        """The unit's status, derived from the same evaluation as the reconcile."""
+        desired = self._evaluate()
+        if not isinstance(desired, Desired):
+            event.add_status(desired)
+        elif not self.workload.is_running():
+            event.add_status(ops.MaintenanceStatus("starting Synapse"))
+        elif not self._is_ready():
+            event.add_status(ops.WaitingStatus("waiting for Synapse to become ready"))
+        event.add_status(ops.ActiveStatus())
+
+    def _on_register_user(self, event: ops.ActionEvent) -> None:
+        """Register a user through Synapse's shared-secret registration API."""
+        desired = self._evaluate()
+        if not isinstance(desired, Desired):
+            event.fail(f"cannot register users now: {desired.message}")
+            return
+        server_name = desired.state.config.server_name
+        try:
+            local = localpart(str(event.params["username"]), server_name)
+        except InvalidStateError as exc:
+            event.fail(str(exc))
+            return
+        password = event.params.get("password")
+        generated = password is None or password == ""
+        if generated:
+            password = secrets.token_urlsafe(PASSWORD_BYTES)
+        elif len(str(password)) > MAX_PASSWORD_LENGTH:
+            event.fail(f"the password is longer than {MAX_PASSWORD_LENGTH} characters")
+            return
+        client = SynapseClient()
+        if not self.workload.is_running() or not client.is_healthy():
+            event.fail("Synapse is not ready yet; retry once the unit is active")
+            return
+        try:
+            client.register(
+                desired.secrets.registration_shared_secret, local, str(password), bool(event.params.get("admin"))
+            )
+        except SynapseAPIError as exc:
+            if exc.errcode == "M_USER_IN_USE":
+                event.fail(f"user {user_id(local, server_name)} already exists")
+            else:
+                event.fail(f"Synapse refused to register {user_id(local, server_name)}: {exc.error}")
+            return
+        except SynapseUnavailableError:
+            event.fail("Synapse did not answer; retry once the unit is active")
+            return
+        results = {"user-id": user_id(local, server_name)}
+        if generated:
+            results["password"] = str(password)
+        event.set_results(results)
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(SynapseCharm)

@@ -1,0 +1,40 @@
+"""Names, paths and versions shared by the charm and its tests."""
+
+from pathlib import PurePosixPath
+
+# The upstream Synapse release the charm is built and tested for. The OCI image tag in
+# metadata.yaml and the matrix-synapse version the workload tests install are this one.
+SYNAPSE_VERSION = "1.163.2"
+
+CONTAINER_NAME = "synapse"
+SERVICE_NAME = "synapse"
+PEER_RELATION = "synapse-peers"
+
+# Pebble checks
+CHECK_ALIVE = "synapse-alive"
+CHECK_READY = "synapse-ready"
+
+# Synapse runs as this non-root uid/gid, as in the upstream image.
+SYNAPSE_UID = 991
+SYNAPSE_GID = 991
+
+SYNAPSE_PORT = 8008
+METRICS_PORT = 9000
+
+# Files and directories inside the workload container. Everything Synapse reads or writes
+# is under the `data` storage so that a replaced pod keeps it.
+DATA_DIR = PurePosixPath("/data")
+CONFIG_PATH = DATA_DIR / "homeserver.yaml"
+LOG_CONFIG_PATH = DATA_DIR / "log.config"
+SECRETS_DIR = DATA_DIR / "secrets"
+SIGNING_KEY_PATH = SECRETS_DIR / "signing.key"
+REGISTRATION_SECRET_PATH = SECRETS_DIR / "registration_shared_secret"
+MACAROON_SECRET_PATH = SECRETS_DIR / "macaroon_secret_key"
+FORM_SECRET_PATH = SECRETS_DIR / "form_secret"
+MEDIA_STORE_DIR = DATA_DIR / "media_store"
+SQLITE_DIR = DATA_DIR / "db"
+SQLITE_PATH = SQLITE_DIR / "homeserver.db"
+
+# Juju secret holding the server's identity, and the peer app-data key that references it.
+SECRET_LABEL = "synapse-server-secrets"  # noqa: S105 (a label, not a secret)
+PEER_SECRET_ID_KEY = "server-secrets-id"  # noqa: S105 (a databag key)

@@ -1,0 +1,207 @@
+"""Typed charm state: Juju config (and, later, relation data) parsed in one place.
+
+Everything the charm renders comes from a `CharmState`. Bad input never reaches a
+template: it raises `InvalidStateError`, whose message names the offending option and
+says how to fix it, and the charm turns that into a Blocked status.
+"""
+
+import ipaddress
+import re
+import typing
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import ops
+import pydantic
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_SIZE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class InvalidStateError(Exception):
+    """Input the charm cannot act on; the message is shown to the operator as is."""
+
+
+def _check_port(port: str) -> None:
+    """Raise ValueError unless `port` is a TCP port number."""
+    if not _PORT.match(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{port!r} is not a port number (1-65535)")
+
+
+def validate_hostname(name: str) -> str:
+    """Return `name` lower-cased if it is a DNS name, or raise ValueError."""
+    if not name or len(name) > 253:
+        raise ValueError(f"{name!r} is not a valid host name")
+    labels = name.rstrip(".").split(".") if name != "." else [""]
+    if not all(_DNS_LABEL.match(label) for label in labels):
+        raise ValueError(f"{name!r} is not a valid host name")
+    if len(labels) > 1 and labels[-1].isdigit():
+        raise ValueError(f"{name!r} is not a valid host name (numeric top-level domain)")
+    return name.rstrip(".").lower()
+
+
+def validate_server_name(name: str) -> str:
+    """Return a normalised Matrix server name (host[:port]), or raise ValueError.
+
+    The host is a DNS name, an IPv4 address or a bracketed IPv6 address, as the Matrix
+    specification's server-name grammar allows.
+    """
+    name = name.strip()
+    if name.startswith("["):
+        host, sep, rest = name[1:].partition("]")
+        if not sep:
+            raise ValueError(f"{name!r}: missing ']' after the IPv6 address")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{name!r}: {host!r} is not an IPv6 address") from None
+        host = f"[{host.lower()}]"
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"{name!r}: unexpected text after the IPv6 address")
+            _check_port(rest[1:])
+            return f"{host}{rest}"
+        return host
+    host, sep, port = name.partition(":")
+    if sep:
+        _check_port(port)
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"{name!r}: {host!r} is not an IPv4 address") from None
+    else:
+        host = validate_hostname(host)
+    return f"{host}:{port}" if sep else host
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-separated option into its non-empty, stripped, unique items."""
+    items: list[str] = []
+    for raw in value.split(","):
+        item = raw.strip()
+        if item and item not in items:
+            items.append(item)
+    return items
+
+
+class CharmConfig(BaseModel):
+    """The charm's Juju config, validated and normalised."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    server_name: str
+    public_baseurl: str = ""
+    report_stats: bool = False
+    max_upload_size: str = "50M"
+    federation_domain_whitelist: tuple[str, ...] = ()
+    trusted_key_servers: tuple[str, ...] = ("matrix.org",)
+    ip_range_whitelist: tuple[str, ...] = ()
+    allow_public_rooms_over_federation: bool = False
+    enable_room_list_search: bool = True
+    block_non_admin_invites: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("server_name", mode="before")
+    @classmethod
+    def _server_name(cls, value: object) -> str:
+        """A non-empty Matrix server name."""
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("it is required, e.g. chat.example.com")
+        return validate_server_name(value)
+
+    @field_validator("public_baseurl", mode="before")
+    @classmethod
+    def _public_baseurl(cls, value: object) -> str:
+        """An absolute http(s) URL with a host, normalised to end with '/'."""
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        value = value.strip()
+        if not value:
+            return ""
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ValueError(f"{value!r} contains spaces or control characters")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"{value!r} must not have credentials, a query or a fragment")
+        host = parts.netloc.rpartition("@")[2]
+        validate_server_name(host)
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("max_upload_size", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> str:
+        """A byte size with an optional K/M/G/T suffix, as Synapse parses it."""
+        text = str(value).strip().upper()
+        if not _SIZE.match(text):
+            raise ValueError(f"{value!r} is not a size such as 50M (digits, then K, M, G or T)")
+        return text
+
+    @field_validator("federation_domain_whitelist", "trusted_key_servers", mode="before")
+    @classmethod
+    def _server_list(cls, value: object) -> tuple[str, ...]:
+        """Comma-separated Matrix server names."""
+        if not isinstance(value, str):
+            raise ValueError("must be a comma-separated string")
+        return tuple(validate_server_name(item) for item in split_list(value))
+
+    @field_validator("ip_range_whitelist", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> tuple[str, ...]:
+        """Comma-separated IPv4/IPv6 CIDRs, normalised."""
+        if not isinstance(value, str):
+            raise ValueError("must be a comma-separated string")
+        networks = []
+        for item in split_list(value):
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IPv4/IPv6 CIDR such as 10.0.0.0/8") from None
+        return tuple(networks)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> str:
+        """One of Python's logging level names."""
+        text = str(value).strip().upper()
+        if text not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+        return text
+
+    @model_validator(mode="after")
+    def _default_baseurl(self) -> "CharmConfig":
+        """public_baseurl defaults to https://<server_name>/."""
+        if not self.public_baseurl:
+            object.__setattr__(self, "public_baseurl", f"https://{self.server_name}/")
+        return self
+
+    @classmethod
+    def from_juju(cls, config: Mapping[str, typing.Any], app_name: str) -> "CharmConfig":
+        """Parse Juju config, raising InvalidStateError naming the option and the fix."""
+        try:
+            return cls.model_validate(dict(config))
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            option = str(error["loc"][0]) if error["loc"] else "config"
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            raise InvalidStateError(
+                f"invalid config {option}: {reason}; fix it with `juju config {app_name} {option}=...`"
+            ) from None
+
+
+class CharmState(BaseModel):
+    """Everything the workload configuration is rendered from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config: CharmConfig
+
+    @classmethod
+    def from_charm(cls, charm: ops.CharmBase) -> "CharmState":
+        """Build the state from the charm's inputs, or raise InvalidStateError."""
+        return cls(config=CharmConfig.from_juju(charm.config, charm.app.name))

@@ -1,0 +1,250 @@
+"""Synapse in the workload container: rendered files, the Pebble layer, and applying them.
+
+Applying is idempotent: files are compared with what the container holds and only changed
+ones are pushed; Synapse is (re)started only when a file it reads or its layer changed.
+"""
+
+import dataclasses
+import logging
+import typing
+from pathlib import Path, PurePosixPath
+
+import jinja2
+import ops
+import yaml
+
+from constants import (
+    CHECK_ALIVE,
+    CHECK_READY,
+    CONFIG_PATH,
+    CONTAINER_NAME,
+    DATA_DIR,
+    FORM_SECRET_PATH,
+    LOG_CONFIG_PATH,
+    MACAROON_SECRET_PATH,
+    MEDIA_STORE_DIR,
+    METRICS_PORT,
+    REGISTRATION_SECRET_PATH,
+    SECRETS_DIR,
+    SERVICE_NAME,
+    SIGNING_KEY_PATH,
+    SQLITE_DIR,
+    SQLITE_PATH,
+    SYNAPSE_GID,
+    SYNAPSE_PORT,
+    SYNAPSE_UID,
+)
+from server_secrets import ServerSecrets
+from state import CharmState, validate_server_name
+
+logger = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+# Directories Synapse writes to, created owned by Synapse's uid with these modes.
+DIRECTORIES = {SECRETS_DIR: 0o700, MEDIA_STORE_DIR: 0o750, SQLITE_DIR: 0o750}
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadFile:
+    """A file the charm owns in the container."""
+
+    content: str
+    permissions: int = 0o644
+
+
+def _yaml_value(value: object) -> str:
+    """Serialise one value as an inline YAML node that parses back to exactly `value`."""
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=False)
+        .removesuffix("\n...\n")
+        .rstrip("\n")
+    )
+
+
+def _environment() -> jinja2.Environment:
+    """The Jinja environment: strict undefined, no autoescape (YAML, not HTML), a yaml filter."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 (YAML output; values go through the yaml filter)
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["yaml"] = _yaml_value
+    return env
+
+
+def render_homeserver_config(state: CharmState) -> str:
+    """homeserver.yaml for `state`."""
+    config = state.config
+    return (
+        _environment()
+        .get_template("homeserver.yaml.j2")
+        .render(
+            config=config,
+            synapse_port=SYNAPSE_PORT,
+            metrics_port=METRICS_PORT,
+            trusted_key_servers=[{"server_name": name} for name in config.trusted_key_servers],
+            paths={
+                "sqlite": str(SQLITE_PATH),
+                "log_config": str(LOG_CONFIG_PATH),
+                "media_store": str(MEDIA_STORE_DIR),
+                "signing_key": str(SIGNING_KEY_PATH),
+                "registration_secret": str(REGISTRATION_SECRET_PATH),
+                "macaroon_secret": str(MACAROON_SECRET_PATH),
+                "form_secret": str(FORM_SECRET_PATH),
+            },
+        )
+    )
+
+
+def render_log_config(state: CharmState) -> str:
+    """Synapse's Python logging config for `state`."""
+    return _environment().get_template("log.config.j2").render(log_level=state.config.log_level)
+
+
+def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPath, WorkloadFile]:
+    """Every file Synapse reads, keyed by its path in the container."""
+    return {
+        CONFIG_PATH: WorkloadFile(render_homeserver_config(state)),
+        LOG_CONFIG_PATH: WorkloadFile(render_log_config(state)),
+        SIGNING_KEY_PATH: WorkloadFile(secrets.signing_key + "\n", 0o600),
+        REGISTRATION_SECRET_PATH: WorkloadFile(secrets.registration_shared_secret, 0o600),
+        MACAROON_SECRET_PATH: WorkloadFile(secrets.macaroon_secret_key, 0o600),
+        FORM_SECRET_PATH: WorkloadFile(secrets.form_secret, 0o600),
+    }
+
+
+def pebble_layer() -> ops.pebble.LayerDict:
+    """The Pebble layer running Synapse straight from the image, as a non-root user."""
+    return {
+        "summary": "Synapse homeserver",
+        "description": "Matrix Synapse, configured by the Synapse charm",
+        "services": {
+            SERVICE_NAME: {
+                "override": "replace",
+                "summary": "Synapse homeserver",
+                "command": f"python -m synapse.app.homeserver --config-path {CONFIG_PATH}",
+                "startup": "enabled",
+                "user-id": SYNAPSE_UID,
+                "group-id": SYNAPSE_GID,
+                "working-dir": str(DATA_DIR),
+                "environment": {"PYTHONUNBUFFERED": "1"},
+            }
+        },
+        "checks": {
+            CHECK_ALIVE: {
+                "override": "replace",
+                "level": "alive",
+                "period": "30s",
+                "threshold": 5,
+                "tcp": {"port": SYNAPSE_PORT},
+            },
+            CHECK_READY: {
+                "override": "replace",
+                "level": "ready",
+                "period": "10s",
+                "threshold": 3,
+                "http": {"url": f"http://localhost:{SYNAPSE_PORT}/health"},
+            },
+        },
+    }
+
+
+class Workload:
+    """Synapse's container, as the charm drives it."""
+
+    def __init__(self, container: ops.Container):
+        self.container = container
+
+    def _read(self, path: PurePosixPath) -> str | None:
+        """Current content of a file in the container, None if absent."""
+        try:
+            return self.container.pull(path, encoding="utf-8").read()
+        except (ops.pebble.PathError, FileNotFoundError):
+            return None
+
+    def installed_server_name(self) -> str | None:
+        """The server_name of the homeserver.yaml in place, if Synapse was ever configured here."""
+        content = self._read(CONFIG_PATH)
+        if content is None:
+            return None
+        try:
+            name = yaml.safe_load(content).get("server_name")
+            return validate_server_name(name) if isinstance(name, str) else None
+        except (yaml.YAMLError, AttributeError, ValueError):
+            return None
+
+    def has_data(self) -> bool:
+        """Whether Synapse has created its database here."""
+        return bool(self.container.exists(SQLITE_PATH))
+
+    def _ensure_directories(self) -> None:
+        """Create the directories Synapse writes to, owned by Synapse."""
+        for path, mode in DIRECTORIES.items():
+            if not self.container.exists(path):
+                self.container.make_dir(
+                    path, make_parents=True, permissions=mode, user_id=SYNAPSE_UID, group_id=SYNAPSE_GID
+                )
+
+    def sync_files(self, files: dict[PurePosixPath, WorkloadFile]) -> list[PurePosixPath]:
+        """Push the files whose content differs from the container's; return their paths."""
+        self._ensure_directories()
+        changed = []
+        for path, file in files.items():
+            if self._read(path) == file.content:
+                continue
+            self.container.push(
+                path,
+                file.content,
+                encoding="utf-8",
+                make_dirs=True,
+                permissions=file.permissions,
+                user_id=SYNAPSE_UID,
+                group_id=SYNAPSE_GID,
+            )
+            changed.append(path)
+        return changed
+
+    def _layer_changed(self, layer: ops.pebble.LayerDict) -> bool:
+        """Whether the plan differs from `layer` for Synapse's service or checks."""
+        plan: dict[str, typing.Any] = dict(self.container.get_plan().to_dict())
+        wanted: dict[str, typing.Any] = dict(ops.pebble.Layer(layer).to_dict())
+        for section in ("services", "checks"):
+            current: dict[str, typing.Any] = plan.get(section, {})
+            for name, spec in wanted.get(section, {}).items():
+                have = current.get(name, {})
+                if any(have.get(key) != value for key, value in spec.items()):
+                    return True
+        return False
+
+    def is_running(self) -> bool:
+        """Whether Pebble reports Synapse's service as running."""
+        try:
+            return self.container.get_service(SERVICE_NAME).is_running()
+        except ops.ModelError:
+            return False
+
+    def apply(self, files: dict[PurePosixPath, WorkloadFile]) -> None:
+        """Bring the container to `files` plus the charm's layer, restarting Synapse only if needed."""
+        changed = self.sync_files(files)
+        layer = pebble_layer()
+        layer_changed = self._layer_changed(layer)
+        if layer_changed:
+            self.container.add_layer(CONTAINER_NAME, layer, combine=True)
+        if not self.is_running():
+            logger.info("starting Synapse")
+            self.container.replan()
+        elif layer_changed:
+            logger.info("Synapse's Pebble layer changed: replanning")
+            self.container.replan()
+        elif changed:
+            logger.info("restarting Synapse: %s changed", ", ".join(map(str, changed)))
+            self.container.restart(SERVICE_NAME)
+
+    def stop(self) -> None:
+        """Stop Synapse if it is running."""
+        if self.is_running():
+            self.container.stop(SERVICE_NAME)
