@@ -3,7 +3,6 @@
 
 import dataclasses
 import logging
-import secrets
 from pathlib import PurePosixPath
 
 import ops
@@ -12,13 +11,10 @@ from constants import CHECK_READY, CONTAINER_NAME, PEER_RELATION
 from server_secrets import ServerSecrets, ensure_server_secrets
 from state import CharmState, InvalidStateError
 from synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
-from users import localpart, user_id
+from user_actions import ActionContext, UserActions
 from workload import Workload, WorkloadFile, render_files
 
 logger = logging.getLogger(__name__)
-
-PASSWORD_BYTES = 24
-MAX_PASSWORD_LENGTH = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +51,7 @@ class SynapseCharm(ops.CharmBase):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.secret_changed, self._on_secret_changed)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
-        framework.observe(self.on.register_user_action, self._on_register_user)
+        self.user_actions = UserActions(self, self._action_server_name, self._action_context)
 
     def _evaluate(self) -> Desired | ops.StatusBase:
         """What this unit should run, or the status saying why it cannot (cached per hook)."""
@@ -132,46 +128,23 @@ class SynapseCharm(ops.CharmBase):
             event.add_status(ops.WaitingStatus("waiting for Synapse to become ready"))
         event.add_status(ops.ActiveStatus())
 
-    def _on_register_user(self, event: ops.ActionEvent) -> None:
-        """Register a user through Synapse's shared-secret registration API."""
+    def _action_server_name(self) -> str:
+        """The configured server name; InvalidStateError when the config is invalid."""
+        return CharmState.from_charm(self).config.server_name
+
+    def _action_context(self) -> ActionContext | str:
+        """What actions need to call this unit's Synapse, or why they cannot yet."""
         desired = self._evaluate()
         if not isinstance(desired, Desired):
-            event.fail(f"cannot register users now: {desired.message}")
-            return
-        server_name = desired.state.config.server_name
-        try:
-            local = localpart(str(event.params["username"]), server_name)
-        except InvalidStateError as exc:
-            event.fail(str(exc))
-            return
-        password = event.params.get("password")
-        generated = password is None or password == ""
-        if generated:
-            password = secrets.token_urlsafe(PASSWORD_BYTES)
-        elif len(str(password)) > MAX_PASSWORD_LENGTH:
-            event.fail(f"the password is longer than {MAX_PASSWORD_LENGTH} characters")
-            return
+            return f"the unit is not ready for this action: {desired.message}"
         client = SynapseClient()
         if not self.workload.is_running() or not client.is_healthy():
-            event.fail("Synapse is not ready yet; retry once the unit is active")
-            return
-        try:
-            client.register(
-                desired.secrets.registration_shared_secret, local, str(password), bool(event.params.get("admin"))
-            )
-        except SynapseAPIError as exc:
-            if exc.errcode == "M_USER_IN_USE":
-                event.fail(f"user {user_id(local, server_name)} already exists")
-            else:
-                event.fail(f"Synapse refused to register {user_id(local, server_name)}: {exc.error}")
-            return
-        except SynapseUnavailableError:
-            event.fail("Synapse did not answer; retry once the unit is active")
-            return
-        results = {"user-id": user_id(local, server_name)}
-        if generated:
-            results["password"] = str(password)
-        event.set_results(results)
+            return "Synapse is not ready yet; retry once the unit is active"
+        return ActionContext(
+            server_name=desired.state.config.server_name,
+            registration_shared_secret=desired.secrets.registration_shared_secret,
+            client=client,
+        )
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -38,3 +38,7 @@ SQLITE_PATH = SQLITE_DIR / "homeserver.db"
 # Juju secret holding the server's identity, and the peer app-data key that references it.
 SECRET_LABEL = "synapse-server-secrets"  # noqa: S105 (a label, not a secret)
 PEER_SECRET_ID_KEY = "server-secrets-id"  # noqa: S105 (a databag key)
+
+# The charm's own Synapse admin account (one per unit), kept in a unit-owned Juju secret.
+ADMIN_SECRET_LABEL = "synapse-admin-credentials"  # noqa: S105 (a label, not a secret)
+ADMIN_LOCALPART = "synapse-charm-admin"

@@ -19,6 +19,7 @@ _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _SIZE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+REGISTRATION_MODES = ("disabled", "token", "open")
 
 
 class InvalidStateError(Exception):
@@ -104,6 +105,9 @@ class CharmConfig(BaseModel):
     enable_room_list_search: bool = True
     block_non_admin_invites: bool = False
     log_level: str = "INFO"
+    registration: str = "disabled"
+    enable_registration_without_verification: bool = False
+    allow_guest_access: bool = False
 
     @field_validator("server_name", mode="before")
     @classmethod
@@ -173,6 +177,26 @@ class CharmConfig(BaseModel):
             raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
         return text
 
+    @field_validator("registration", mode="before")
+    @classmethod
+    def _registration(cls, value: object) -> str:
+        """One of the registration modes."""
+        text = str(value).strip().lower()
+        if text not in REGISTRATION_MODES:
+            raise ValueError(f"{value!r} is not one of {', '.join(REGISTRATION_MODES)}")
+        return text
+
+    @model_validator(mode="after")
+    def _open_registration_acknowledged(self) -> "CharmConfig":
+        """Open registration without verification must be an explicit choice."""
+        if self.registration == "open" and not self.enable_registration_without_verification:
+            raise ValueError(
+                "invalid config registration=open: it lets anyone create accounts without email or captcha "
+                "verification; to accept that, run `juju config {app} enable_registration_without_verification=true`"
+                ", or use `juju config {app} registration=token`"
+            )
+        return self
+
     @model_validator(mode="after")
     def _default_baseurl(self) -> "CharmConfig":
         """public_baseurl defaults to https://<server_name>/."""
@@ -187,8 +211,10 @@ class CharmConfig(BaseModel):
             return cls.model_validate(dict(config))
         except pydantic.ValidationError as exc:
             error = exc.errors()[0]
-            option = str(error["loc"][0]) if error["loc"] else "config"
             reason = str(error["msg"]).removeprefix("Value error, ")
+            if not error["loc"]:  # a rule across options: the message is complete
+                raise InvalidStateError(reason.replace("{app}", app_name)) from None
+            option = str(error["loc"][0])
             raise InvalidStateError(
                 f"invalid config {option}: {reason}; fix it with `juju config {app_name} {option}=...`"
             ) from None

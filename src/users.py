@@ -6,11 +6,16 @@ from state import InvalidStateError
 
 # Localparts Synapse accepts for new users (the Matrix spec's grammar, lower case).
 _LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+$")
+# Localparts existing users may have (historical IDs: printable ASCII except ':').
+_HISTORICAL_LOCALPART = re.compile(r"^[!-9;-~]+$")
 MAX_USER_ID_LENGTH = 255
 
 
-def localpart(username: str, server_name: str) -> str:
-    """The localpart of `alice` or `@alice:server_name`; InvalidStateError for anything else."""
+def localpart(username: str, server_name: str, new: bool = True) -> str:
+    """The localpart of `alice` or `@alice:server_name`; InvalidStateError for anything else.
+
+    New users must follow the current grammar; existing users may have historical IDs.
+    """
     name = username.strip()
     if name.startswith("@"):
         local, sep, server = name[1:].partition(":")
@@ -21,6 +26,10 @@ def localpart(username: str, server_name: str) -> str:
         name = local
     if not name:
         raise InvalidStateError("the username is empty")
+    if not new:
+        if not _HISTORICAL_LOCALPART.match(name):
+            raise InvalidStateError(f"{username!r} is not a valid Matrix username")
+        return name
     if not _LOCALPART.match(name):
         raise InvalidStateError(f"{username!r} is not a valid username: use lower-case letters, digits and . _ = - / +")
     if name.startswith("_"):
