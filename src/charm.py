@@ -85,7 +85,9 @@ class SynapseCharm(ops.CharmBase):
         """Bring the workload to the desired state; a no-op when it is there already."""
         desired = self._evaluate()
         if not isinstance(desired, Desired):
-            logger.info("not configuring Synapse: %s", desired.message)
+            logger.info("not changing Synapse's configuration: %s", desired.message)
+            if self.container.can_connect():
+                self.workload.keep_running()
             return
         self.workload.apply(desired.files)
         self._set_workload_version()

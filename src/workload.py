@@ -227,9 +227,21 @@ class Workload:
         except ops.ModelError:
             return False
 
+    def is_configured(self) -> bool:
+        """Whether the charm has configured Synapse in this container before."""
+        return bool(self.container.exists(CONFIG_PATH))
+
+    def keep_running(self) -> None:
+        """Keep Synapse running on the files already in place, pushing nothing.
+
+        Used while the charm is blocked: a restarted pod gets Synapse back on its last good config.
+        """
+        if self.is_configured():
+            self.apply({})
+
     def apply(self, files: dict[PurePosixPath, WorkloadFile]) -> None:
         """Bring the container to `files` plus the charm's layer, restarting Synapse only if needed."""
-        changed = self.sync_files(files)
+        changed = self.sync_files(files) if files else []
         layer = pebble_layer()
         layer_changed = self._layer_changed(layer)
         if layer_changed:
