@@ -32,6 +32,7 @@ for _path in (ROOT, ROOT / "lib", ROOT / "src"):
         sys.path.insert(0, str(_path))
 
 import ops  # noqa: E402
+import yaml  # noqa: E402
 from ops import testing  # noqa: E402
 
 from charm import SynapseCharm  # noqa: E402
@@ -43,6 +44,7 @@ SAME_CONFIG_RUNS = 3
 UPDATE_STATUS_RUNS = 5
 EXPECTED_STARTS = 1
 EXPECTED_RESTARTS = 1
+CHARM_YAML = ("metadata.yaml", "config.yaml", "actions.yaml")
 
 # The events of one sequence, in order: (label used in the timing table, how many times).
 SEQUENCE = (
@@ -200,13 +202,33 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:8.2f}"
 
 
-def print_timings(results: list[SequenceResult]) -> None:
-    """Median and max hook time per event over every run."""
+class NoOpCharm(ops.CharmBase):
+    """A charm that observes nothing: what ops.testing itself costs per event."""
+
+
+def baseline_times(runs: int) -> list[float]:
+    """Seconds per update-status for NoOpCharm with the real charm's metadata, on the same kind of state."""
+    meta, config, actions = (yaml.safe_load((ROOT / name).read_text()) for name in CHARM_YAML)
+    ctx = testing.Context(NoOpCharm, meta=meta, config=config, actions=actions)
+    samples = []
+    with tempfile.TemporaryDirectory(prefix="synapse-bench-") as tmp:
+        state = initial_state(Path(tmp))
+        for _ in range(runs):
+            began = time.perf_counter()
+            state = ctx.run(ctx.on.update_status(), state)
+            samples.append(time.perf_counter() - began)
+    return samples
+
+
+def print_timings(results: list[SequenceResult], baseline: list[float]) -> None:
+    """Median and max hook time per event over every run, and the ops.testing baseline."""
     print(f"\nHook times over {len(results)} sequences (ms)")
     print(f"  {'event':<34} {'n':>4} {'median':>8} {'max':>8}")
     for label, _ in SEQUENCE:
         samples = [t for result in results for t in result.timings[label]]
         print(f"  {label:<34} {len(samples):>4} {_ms(statistics.median(samples))} {_ms(max(samples))}")
+    label = "(ops.testing alone: no-op charm)"
+    print(f"  {label:<34} {len(baseline):>4} {_ms(statistics.median(baseline))} {_ms(max(baseline))}")
 
 
 def print_imports(times: list[float], heaviest: list[tuple[str, float]]) -> None:
@@ -256,7 +278,8 @@ def main() -> int:
     times = import_times(args.import_runs)
     heaviest = heaviest_imports(5)
     results = [run_sequence() for _ in range(args.runs)]
-    print_timings(results)
+    baseline = baseline_times(args.runs * UPDATE_STATUS_RUNS)
+    print_timings(results, baseline)
     print_imports(times, heaviest)
     ok = print_restarts(results)
     print(f"\nbenchmark took {time.perf_counter() - began:.1f} s")
