@@ -5,6 +5,7 @@ ones are pushed; Synapse is (re)started only when a file it reads or its layer c
 """
 
 import dataclasses
+import functools
 import logging
 import typing
 from pathlib import Path, PurePosixPath
@@ -62,6 +63,7 @@ def _yaml_value(value: object) -> str:
     )
 
 
+@functools.cache
 def _environment() -> jinja2.Environment:
     """The Jinja environment: strict undefined, no autoescape (YAML, not HTML), a yaml filter."""
     env = jinja2.Environment(
