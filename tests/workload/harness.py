@@ -1,0 +1,642 @@
+"""Run the charm's rendered files and Pebble layer as a real Synapse process.
+
+The charm is driven by ops.testing with the `synapse` container's /data mounted on a host
+directory, so every file the charm pushes lands there. After each hook the harness replays
+the Pebble lifecycle calls the charm made (replan, restart, start, stop) on a real Synapse:
+the plan's command, environment, user, group and working directory, run in a private mount
+namespace where /data is that host directory. Before each hook it mirrors the real process
+into the ops.testing State (service status, ready check), so the charm sees what Pebble
+would report.
+
+Needs root (unshare, mount, setpriv, chown). Nothing is mounted in the host's namespace.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+for _path in (REPO_ROOT / "src", REPO_ROOT / "lib", REPO_ROOT):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+import ops  # noqa: E402
+from ops import testing  # noqa: E402
+
+from charm import SynapseCharm  # noqa: E402
+from constants import (  # noqa: E402
+    CHECK_READY,
+    CONTAINER_NAME,
+    DATA_DIR,
+    PEER_RELATION,
+    SERVICE_NAME,
+    SYNAPSE_GID,
+    SYNAPSE_PORT,
+    SYNAPSE_UID,
+    SYNAPSE_VERSION,
+)
+from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+BASE_URL = f"http://{HOST}:{SYNAPSE_PORT}"
+HEALTH_TIMEOUT = 120.0
+STOP_TIMEOUT = 30.0
+LOG_TAIL_LINES = 60
+
+# Interpreters tried, in order, for the Synapse venv. The venv's python must be runnable by
+# Synapse's uid: a pyenv interpreter under /root is not, Debian's /usr/bin/python3 is.
+BASE_PYTHONS = ("/usr/bin/python3", sys.executable)
+
+# Environment of every workload process besides the layer's own. The image has no git, but
+# the harness venv may live inside this repository, and Synapse appends the git branch of
+# the directory it is installed in to its version string unless git finds no repository.
+BASE_ENVIRONMENT = {"HOME": "/nonexistent", "GIT_DIR": "/nonexistent"}
+
+
+class WorkloadError(Exception):
+    """The real Synapse could not be run as the plan says."""
+
+
+# ---------------------------------------------------------------------------------------
+# The Synapse venv
+# ---------------------------------------------------------------------------------------
+
+
+def synapse_venv_path() -> Path:
+    """Where the Synapse venv lives: $SYNAPSE_VENV or <repo>/.tox/synapse-<SYNAPSE_VERSION>."""
+    configured = os.environ.get("SYNAPSE_VENV")
+    return Path(configured) if configured else REPO_ROOT / ".tox" / f"synapse-{SYNAPSE_VERSION}"
+
+
+def _venv_env(venv: Path) -> dict[str, str]:
+    """The environment workload processes get (before the layer's environment)."""
+    return {"PATH": f"{venv}/bin:/usr/bin:/bin", **BASE_ENVIRONMENT}
+
+
+def _synapse_user_argv(uid: int | None, gid: int | None) -> list[str]:
+    """The setpriv arguments switching to the service's uid/gid (empty when the plan runs as root)."""
+    if uid is None and gid is None:
+        return []
+    argv = ["setpriv"]
+    if uid is not None:
+        argv.append(f"--reuid={uid}")
+    if gid is not None:
+        argv += [f"--regid={gid}", "--clear-groups"]
+    # The process dies with the harness even if the harness is killed.
+    return [*argv, "--pdeathsig=TERM"]
+
+
+def _venv_version(venv: Path) -> str | None:
+    """The Synapse version the venv's python imports as Synapse's uid, or None if it cannot."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    env_words = [f"{key}={value}" for key, value in _venv_env(venv).items()]
+    argv = [
+        *_synapse_user_argv(SYNAPSE_UID, SYNAPSE_GID),
+        "env",
+        "-i",
+        *env_words,
+        str(python),
+        "-c",
+        "import psycopg2, synapse; print(synapse.__version__)",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _base_python() -> str:
+    """The interpreter to create the venv from: the first one Synapse's uid can run."""
+    for candidate in BASE_PYTHONS:
+        if not Path(candidate).exists():
+            continue
+        probe = [*_synapse_user_argv(SYNAPSE_UID, SYNAPSE_GID), candidate, "-c", "import venv, ensurepip"]
+        if subprocess.run(probe, capture_output=True, check=False, cwd="/").returncode == 0:
+            return candidate
+    raise WorkloadError(
+        f"none of {BASE_PYTHONS} can create a venv that uid {SYNAPSE_UID} can run; "
+        "install Debian's python3-venv (apt-get install python3-venv)"
+    )
+
+
+def _create_venv(venv: Path) -> None:
+    """Create the venv (if needed) and pip-install matrix-synapse==SYNAPSE_VERSION into it."""
+    if not (venv / "bin" / "python").exists():
+        logger.info("creating the Synapse venv at %s", venv)
+        subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True)
+    logger.info("installing matrix-synapse==%s into %s", SYNAPSE_VERSION, venv)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"matrix-synapse=={SYNAPSE_VERSION}",
+            "psycopg2-binary",
+        ],
+        check=True,
+    )
+
+
+_VENV_CACHE: dict[Path, Path] = {}
+
+
+def ensure_synapse_venv() -> Path:
+    """The Synapse venv, created once and reused while it imports synapse at SYNAPSE_VERSION."""
+    venv = synapse_venv_path()
+    if venv in _VENV_CACHE:
+        return venv
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _venv_version(venv) != SYNAPSE_VERSION:
+            _create_venv(venv)
+            found = _venv_version(venv)
+            if found != SYNAPSE_VERSION:
+                raise WorkloadError(
+                    f"the venv {venv} imports synapse {found!r} as uid 991, not {SYNAPSE_VERSION}; "
+                    "remove it and retry, or point SYNAPSE_VENV elsewhere"
+                )
+    _VENV_CACHE[venv] = venv
+    return venv
+
+
+# ---------------------------------------------------------------------------------------
+# HTTP to the real Synapse
+# ---------------------------------------------------------------------------------------
+
+
+def http_json(
+    method: str,
+    path: str,
+    body: Mapping[str, typing.Any] | None = None,
+    *,
+    token: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, typing.Any]]:
+    """Send a request to the local Synapse; return (HTTP status, JSON body) for any status."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{BASE_URL}{path}", data=data, method=method)  # noqa: S310 (local http)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (local http)
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    answer = json.loads(raw) if raw else {}
+    return status, answer if isinstance(answer, dict) else {"value": answer}
+
+
+def http_get(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """GET `path` from the local Synapse; return (HTTP status, raw body) for any status."""
+    try:
+        with urllib.request.urlopen(f"{BASE_URL}{path}", timeout=timeout) as response:  # noqa: S310 (local http)
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def is_healthy(timeout: float = 2.0) -> bool:
+    """Whether GET /health answers 200."""
+    try:
+        return http_get("/health", timeout=timeout)[0] == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _port_in_use(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+# ---------------------------------------------------------------------------------------
+# The real process
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSpec:
+    """What Pebble would run for a service: taken from the plan, nothing added."""
+
+    command: tuple[str, ...]
+    environment: Mapping[str, str]
+    user_id: int | None
+    group_id: int | None
+    working_dir: str
+
+    @classmethod
+    def from_plan(cls, plan: ops.pebble.Plan, name: str = SERVICE_NAME) -> ServiceSpec:
+        """The spec of service `name` in `plan`."""
+        service = plan.services.get(name)
+        if service is None or not service.command:
+            raise WorkloadError(f"the plan has no command for service {name!r}")
+        if (service.user and service.user_id is None) or (service.group and service.group_id is None):
+            raise WorkloadError("the harness runs services by user-id/group-id only")
+        return cls(
+            command=tuple(shlex.split(service.command)),
+            environment=dict(service.environment),
+            user_id=service.user_id,
+            group_id=service.group_id,
+            working_dir=service.working_dir or "/",
+        )
+
+
+def workload_argv(spec: ServiceSpec, data_dir: Path, venv: Path, command: Sequence[str] | None = None) -> list[str]:
+    """The argv running `command` (default: the service's) as the service, with /data bound to data_dir.
+
+    `unshare -m` gives the process a private mount namespace (propagation private), so the
+    bind mount of data_dir on /data is invisible to the host.
+    """
+    env = {**_venv_env(venv), **spec.environment}
+    inner = [
+        *_synapse_user_argv(spec.user_id, spec.group_id),
+        "env",
+        "-i",
+        *(f"{key}={value}" for key, value in env.items()),
+        *(command if command is not None else spec.command),
+    ]
+    script = f'mount --bind "$1" {shlex.quote(str(DATA_DIR))} && cd {shlex.quote(spec.working_dir)} && exec ' + (
+        shlex.join(inner)
+    )
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "workload", str(data_dir)]
+
+
+def chown_tree(root: Path, uid: int | None, gid: int | None) -> None:
+    """Give `root` and everything below to uid/gid, as Pebble's push/make_dir with user_id would.
+
+    ops.testing applies the charm's permissions but not ownership; modes are left as they are.
+    """
+    if uid is None and gid is None:
+        return
+    owner, group = -1 if uid is None else uid, -1 if gid is None else gid
+    os.lchown(root, owner, group)
+    for directory, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            os.lchown(os.path.join(directory, name), owner, group)
+
+
+def _ensure_mountpoint() -> None:
+    """/data must exist on the host to be a mount point (nothing is mounted there on the host)."""
+    Path(str(DATA_DIR)).mkdir(exist_ok=True)
+
+
+_LIVE: set[SynapseProcess] = set()
+
+
+class SynapseProcess:
+    """A real Synapse started exactly as the plan's service says."""
+
+    def __init__(self, data_dir: Path, venv: Path, log_path: Path):
+        self.data_dir = data_dir
+        self.venv = venv
+        self.log_path = log_path
+        self.spec: ServiceSpec | None = None
+        self.starts = 0
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running Synapse (the exec chain keeps the PID), None if not running."""
+        return self._popen.pid if self.is_alive() and self._popen else None
+
+    def is_alive(self) -> bool:
+        """Whether the process is running."""
+        return self._popen is not None and self._popen.poll() is None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of Synapse's output."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def start(self, spec: ServiceSpec) -> None:
+        """Start Synapse with `spec` and wait until /health answers 200."""
+        if self.is_alive():
+            raise WorkloadError("Synapse is already running")
+        if _port_in_use(SYNAPSE_PORT):
+            raise WorkloadError(f"port {SYNAPSE_PORT} is already in use on {HOST}; stop whatever listens there")
+        _ensure_mountpoint()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        chown_tree(self.data_dir, spec.user_id, spec.group_id)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = workload_argv(spec, self.data_dir, self.venv)
+        logger.info("starting Synapse: %s", shlex.join(argv))
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start {self.starts + 1}: {shlex.join(spec.command)}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.spec = spec
+        self.starts += 1
+        _LIVE.add(self)
+        self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = HEALTH_TIMEOUT) -> None:
+        """Wait until /health answers 200; raise with the log tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                code = self._popen.returncode if self._popen else None
+                raise WorkloadError(f"Synapse exited with status {code} while starting:\n{self.log_tail()}")
+            if is_healthy(timeout=1.0):
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise WorkloadError(f"Synapse was not healthy within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; a no-op when not running."""
+        popen = self._popen
+        _LIVE.discard(self)
+        if popen is None or popen.poll() is not None:
+            return
+        logger.info("stopping Synapse (pid %s)", popen.pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=timeout)
+
+    def restart(self, spec: ServiceSpec) -> None:
+        """Stop (if running) and start with `spec`, as Pebble's restart does."""
+        self.stop()
+        self.start(spec)
+
+    def run(self, command: Sequence[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """Run `command` as the service runs (same namespace layout, uid, env, working dir)."""
+        if self.spec is None:
+            raise WorkloadError("Synapse was never started: there is no service to imitate")
+        argv = workload_argv(self.spec, self.data_dir, self.venv, command)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def stop_all() -> None:
+    """Stop every Synapse this harness started that still runs."""
+    for process in list(_LIVE):
+        process.stop()
+
+
+atexit.register(stop_all)
+
+
+# ---------------------------------------------------------------------------------------
+# Driving the charm
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """What makes a server itself across container wipes: its Juju secrets and peer data."""
+
+    secrets: tuple[testing.Secret, ...]
+    peer: testing.PeerRelation
+
+    def to_json(self) -> dict[str, typing.Any]:
+        """A JSON-able form, to keep between runs of tools/run_local.py."""
+        return {
+            "secrets": [
+                {
+                    "id": secret.id,
+                    "owner": secret.owner,
+                    "label": secret.label,
+                    "description": secret.description,
+                    "tracked_content": dict(secret.tracked_content),
+                    "latest_content": dict(secret.latest_content),
+                }
+                for secret in self.secrets
+            ],
+            "peer": {"id": self.peer.id, "local_app_data": dict(self.peer.local_app_data)},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, typing.Any]) -> Identity:
+        """The identity stored by `to_json`."""
+        secrets = tuple(
+            testing.Secret(
+                item["tracked_content"],
+                latest_content=item["latest_content"],
+                id=item["id"],
+                owner=item["owner"],
+                label=item["label"],
+                description=item["description"],
+            )
+            for item in data["secrets"]
+        )
+        peer = testing.PeerRelation(
+            PEER_RELATION, id=int(data["peer"]["id"]), local_app_data=dict(data["peer"]["local_app_data"])
+        )
+        return cls(secrets, peer)
+
+
+EventArg = str | typing.Any
+
+
+class CharmDriver:
+    """Run hooks of SynapseCharm with ops.testing and replay its Pebble calls on a real Synapse."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: Mapping[str, str | int | float | bool],
+        *,
+        venv: Path | None = None,
+        leader: bool = True,
+        log_path: Path | None = None,
+        identity: Identity | None = None,
+        context: testing.Context[SynapseCharm] | None = None,
+    ):
+        self.data_dir = data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ctx = context or testing.Context(SynapseCharm)
+        self.process = SynapseProcess(
+            data_dir, venv or ensure_synapse_venv(), log_path or data_dir.parent / f"{data_dir.name}-synapse.log"
+        )
+        self.history: list[PebbleCalls] = []
+        container = testing.Container(
+            CONTAINER_NAME,
+            can_connect=True,
+            mounts={"data": testing.Mount(location=str(DATA_DIR), source=data_dir)},
+        )
+        self.state = testing.State(
+            leader=leader,
+            config=dict(config),
+            containers={container},
+            relations={identity.peer if identity else testing.PeerRelation(PEER_RELATION)},
+            secrets=identity.secrets if identity else (),
+        )
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def container(self) -> testing.Container:
+        """The synapse container in the current State."""
+        return self.state.get_container(CONTAINER_NAME)
+
+    @property
+    def starts(self) -> int:
+        """How many times a real Synapse was started by this driver."""
+        return self.process.starts
+
+    @property
+    def last_calls(self) -> PebbleCalls:
+        """The Pebble lifecycle calls of the last run."""
+        return self.history[-1] if self.history else PebbleCalls()
+
+    def identity(self) -> Identity:
+        """The Juju secrets and peer relation of the current State."""
+        peers = [rel for rel in self.state.relations if rel.endpoint == PEER_RELATION]
+        return Identity(tuple(self.state.secrets), typing.cast(testing.PeerRelation, peers[0]))
+
+    def set_config(self, **changes: str | int | float | bool) -> None:
+        """Change Juju config for the next runs (as `juju config` would, before config-changed)."""
+        self.state = dataclasses.replace(self.state, config={**self.state.config, **changes})
+
+    # -- running hooks -------------------------------------------------------------------
+
+    def _event(self, event: EventArg) -> typing.Any:
+        """An ops.testing event from a name such as "config_changed", or the event itself."""
+        if not isinstance(event, str):
+            return event
+        if event == "pebble_ready":
+            return self.ctx.on.pebble_ready(self.container)
+        return getattr(self.ctx.on, event)()
+
+    def run(self, event: EventArg) -> testing.State:
+        """Run one hook, then replay its Pebble calls on the real Synapse; return the new State."""
+        with self._recorded():
+            self.state = self.ctx.run(self._event(event), self.state)
+        return self.state
+
+    def run_action(self, name: str, params: Mapping[str, typing.Any] | None = None) -> dict[str, typing.Any]:
+        """Run an action; return its results. Raises testing.ActionFailed when the charm fails it."""
+        with self._recorded():
+            try:
+                self.state = self.ctx.run(self.ctx.on.action(name, params=dict(params or {})), self.state)
+            except testing.ActionFailed as exc:
+                if exc.state is not None:
+                    self.state = exc.state
+                raise
+        return dict(self.ctx.action_results or {})
+
+    @contextlib.contextmanager
+    def _recorded(self) -> Iterator[None]:
+        """Mirror the real process into the State, record Pebble calls, then replay them."""
+        self.state = self._mirrored(self.state)
+        with record_pebble_calls() as calls:
+            try:
+                yield
+            finally:
+                self.history.append(calls)
+        self._replay(calls)
+
+    def _mirrored(self, state: testing.State) -> testing.State:
+        """`state` with the service status and ready check Pebble would report for the real process."""
+        container = state.get_container(CONTAINER_NAME)
+        plan = container.plan
+        alive = self.process.is_alive()
+        statuses = dict(container.service_statuses)
+        if SERVICE_NAME in plan.services:
+            statuses[SERVICE_NAME] = ops.pebble.ServiceStatus.ACTIVE if alive else ops.pebble.ServiceStatus.INACTIVE
+        checks = {info for info in container.check_infos if info.name != CHECK_READY}
+        if CHECK_READY in plan.checks:
+            threshold = plan.checks[CHECK_READY].threshold or 3
+            healthy = alive and is_healthy()
+            checks.add(
+                testing.CheckInfo(
+                    CHECK_READY,
+                    level=ops.pebble.CheckLevel.READY,
+                    status=ops.pebble.CheckStatus.UP if healthy else ops.pebble.CheckStatus.DOWN,
+                    successes=1 if healthy else 0,
+                    failures=0 if healthy else threshold,
+                    threshold=threshold,
+                )
+            )
+        mirrored = dataclasses.replace(container, service_statuses=statuses, check_infos=frozenset(checks))
+        others = {other for other in state.containers if other.name != CONTAINER_NAME}
+        return dataclasses.replace(state, containers=frozenset({*others, mirrored}))
+
+    def _replay(self, calls: PebbleCalls) -> None:
+        """Do on the real process what the recorded lifecycle calls asked Pebble to do."""
+        for method, args in calls.calls:
+            if method != "replan" and SERVICE_NAME not in args:
+                continue
+            if method == "replan":
+                self._replan()
+            elif method == "restart":
+                self.process.restart(self._spec())
+            elif method == "start" and not self.process.is_alive():
+                self.process.start(self._spec())
+            elif method == "stop":
+                self.process.stop()
+
+    def _spec(self) -> ServiceSpec:
+        """The service as the current plan defines it."""
+        return ServiceSpec.from_plan(self.container.plan)
+
+    def _replan(self) -> None:
+        """Pebble's replan: start the service if stopped, restart it if its definition changed."""
+        if SERVICE_NAME not in self.container.plan.services:
+            return
+        spec = self._spec()
+        if not self.process.is_alive():
+            self.process.start(spec)
+        elif spec != self.process.spec:
+            self.process.restart(spec)
+
+    # -- convenience ---------------------------------------------------------------------
+
+    def deploy(self) -> None:
+        """The first hooks of a new unit: install, leader-elected, config-changed, pebble-ready."""
+        for event in ("install", "leader_elected", "config_changed", "pebble_ready"):
+            self.run(event)
+
+    def run_in_workload(self, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """Run `command` in Synapse's namespace layout, as its uid, with its environment."""
+        return self.process.run(command)
+
+    def stop(self) -> None:
+        """Stop the real Synapse (as if the pod went away); the State is kept."""
+        self.process.stop()
+
+
+def wipe(directory: Path) -> None:
+    """Remove everything in `directory` (a lost container filesystem), keeping the directory."""
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
