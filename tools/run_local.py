@@ -95,6 +95,8 @@ def wait_for_interrupt(driver: harness.CharmDriver) -> int:
     def _terminate(_signum: int, _frame: types.FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Also SIGINT: a shell starting this in the background makes Python ignore it otherwise.
+    signal.signal(signal.SIGINT, _terminate)
     signal.signal(signal.SIGTERM, _terminate)
     print("Synapse runs in the foreground; press Ctrl-C to stop it.", flush=True)
     try:

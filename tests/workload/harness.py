@@ -46,6 +46,7 @@ from constants import (  # noqa: E402
     CHECK_READY,
     CONTAINER_NAME,
     DATA_DIR,
+    METRICS_PORT,
     PEER_RELATION,
     SERVICE_NAME,
     SYNAPSE_GID,
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 BASE_URL = f"http://{HOST}:{SYNAPSE_PORT}"
+METRICS_URL = f"http://{HOST}:{METRICS_PORT}"
 HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 60
@@ -214,10 +216,10 @@ def http_json(
     return status, answer if isinstance(answer, dict) else {"value": answer}
 
 
-def http_get(path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+def http_get(path: str, timeout: float = 10.0, base_url: str = BASE_URL) -> tuple[int, bytes]:
     """GET `path` from the local Synapse; return (HTTP status, raw body) for any status."""
     try:
-        with urllib.request.urlopen(f"{BASE_URL}{path}", timeout=timeout) as response:  # noqa: S310 (local http)
+        with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as response:  # noqa: S310 (local http)
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -343,8 +345,9 @@ class SynapseProcess:
         """Start Synapse with `spec` and wait until /health answers 200."""
         if self.is_alive():
             raise WorkloadError("Synapse is already running")
-        if _port_in_use(SYNAPSE_PORT):
-            raise WorkloadError(f"port {SYNAPSE_PORT} is already in use on {HOST}; stop whatever listens there")
+        for port in (SYNAPSE_PORT, METRICS_PORT):
+            if _port_in_use(port):
+                raise WorkloadError(f"port {port} is already in use on {HOST}; stop whatever listens there")
         _ensure_mountpoint()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         chown_tree(self.data_dir, spec.user_id, spec.group_id)

@@ -6,7 +6,9 @@ last test runs tools/run_local.py, which needs the port, so it stops whatever st
 """
 
 import json
+import os
 import re
+import shlex
 import stat
 import subprocess
 import sys
@@ -24,7 +26,10 @@ from constants import (
     REGISTRATION_SECRET_PATH,
     SECRET_LABEL,
     SECRETS_DIR,
+    SERVICE_NAME,
     SIGNING_KEY_PATH,
+    SYNAPSE_GID,
+    SYNAPSE_UID,
     SYNAPSE_VERSION,
 )
 from tests.workload import harness
@@ -94,6 +99,24 @@ def test_lifecycle_runs_a_healthy_synapse(deployed: harness.CharmDriver) -> None
     assert state.workload_version == SYNAPSE_VERSION
 
 
+def test_synapse_runs_exactly_as_the_layer_says(deployed: harness.CharmDriver) -> None:
+    service = deployed.container.plan.services[SERVICE_NAME]
+    proc = Path("/proc") / str(deployed.process.pid)
+
+    cmdline = (proc / "cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    environ = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if item)
+    uids = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("Uid:"))
+    gids = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("Gid:"))
+
+    assert [arg.decode() for arg in cmdline] == shlex.split(service.command)
+    assert service.environment.items() <= environ.items()
+    assert uids.split()[1:] == [str(SYNAPSE_UID)] * 4
+    assert gids.split()[1:] == [str(SYNAPSE_GID)] * 4
+    assert os.readlink(proc / "cwd") == service.working_dir
+    # `python` resolved through PATH to the venv: Synapse's Rust extension is mapped from it.
+    assert f"{deployed.process.venv}/lib/" in (proc / "maps").read_text()
+
+
 def test_health_and_client_versions(deployed: harness.CharmDriver) -> None:
     assert harness.http_get("/health") == (200, b"OK")
 
@@ -101,6 +124,14 @@ def test_health_and_client_versions(deployed: harness.CharmDriver) -> None:
 
     assert status == 200
     assert "v1.1" in answer["versions"]
+
+
+def test_metrics_listener_serves_synapse_metrics(deployed: harness.CharmDriver) -> None:
+    status, body = harness.http_get("/_synapse/metrics", base_url=harness.METRICS_URL)
+
+    assert status == 200
+    assert b"synapse_build_info{" in body
+    assert SYNAPSE_VERSION.encode() in body
 
 
 def test_synapse_loads_the_federation_settings(deployed: harness.CharmDriver) -> None:
