@@ -42,3 +42,10 @@ PEER_SECRET_ID_KEY = "server-secrets-id"  # noqa: S105 (a databag key)
 # The charm's own Synapse admin account (one per unit), kept in a unit-owned Juju secret.
 ADMIN_SECRET_LABEL = "synapse-admin-credentials"  # noqa: S105 (a label, not a secret)
 ADMIN_LOCALPART = "synapse-charm-admin"
+
+# PostgreSQL relations and the peer-data record of the database Synapse runs on.
+DATABASE_ENDPOINT = "database"
+LEGACY_DB_ENDPOINT = "db"
+DATABASE_CA_PATH = SECRETS_DIR / "postgresql-ca.pem"
+PORT_CONFIG_PATH = SECRETS_DIR / "homeserver-postgresql.yaml"
+PEER_DATABASE_KEY = "database"

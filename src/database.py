@@ -16,13 +16,14 @@ import logging
 import re
 
 import ops
-from pydantic import BaseModel, ConfigDict, Field
 
-from state import InvalidStateError, validate_hostname
+from constants import DATABASE_ENDPOINT
+from state import DatabaseEndpoint, InvalidStateError, format_host_port, validate_hostname
+
+__all__ = ["DatabaseEndpoint", "DatabaseRequires", "format_host_port"]
 
 logger = logging.getLogger(__name__)
 
-DATABASE_ENDPOINT = "database"
 
 # CREATEDB lets the charm create a correctly collated database itself, owned by its user.
 REQUESTED_ROLES = "CREATEDB"
@@ -30,57 +31,8 @@ REQUESTED_SECRETS = ("username", "password", "tls", "tls-ca", "uris")
 DEFAULT_POSTGRES_PORT = 5432
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 
-# libpq keepalive settings: notice a dead primary within about a minute.
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 10, "keepalives_count": 3}
 
 _PORT = re.compile(r"^[0-9]{1,5}$")
-
-
-class DatabaseEndpoint(BaseModel):
-    """Where and as whom Synapse connects to PostgreSQL."""
-
-    model_config = ConfigDict(frozen=True)
-
-    host: str
-    port: int = Field(ge=1, le=65535)
-    user: str
-    password: str = Field(repr=False)
-    database: str
-    tls: bool = False
-    tls_ca: str | None = Field(default=None, repr=False)
-    read_only_hosts: tuple[str, ...] = ()
-    version: str | None = None
-
-    def describe(self) -> str:
-        """A loggable description, without the password."""
-        return f"{self.user}@{format_host_port(self.host, self.port)}/{self.database}" + (" (TLS)" if self.tls else "")
-
-    def synapse_args(self, cp_min: int, cp_max: int, sslrootcert: str | None = None) -> dict[str, str | int]:
-        """Synapse's psycopg2 `database.args`.
-
-        With TLS, `sslrootcert` (a path to the provider's CA in the container) makes libpq
-        verify the server certificate; without it the connection is encrypted only.
-        """
-        args: dict[str, str | int] = {
-            "user": self.user,
-            "password": self.password,
-            "dbname": self.database,
-            "host": self.host,
-            "port": self.port,
-            "cp_min": cp_min,
-            "cp_max": cp_max,
-            **KEEPALIVES,
-        }
-        if self.tls:
-            args["sslmode"] = "verify-ca" if sslrootcert else "require"
-            if sslrootcert:
-                args["sslrootcert"] = sslrootcert
-        return args
-
-
-def format_host_port(host: str, port: int) -> str:
-    """`host:port`, with an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def validate_host(host: str) -> str:

@@ -16,12 +16,12 @@ import ops
 import pgsql
 import pgsql.client
 
+from constants import LEGACY_DB_ENDPOINT
 from database import TLS_SSLMODES, DatabaseEndpoint, format_host_port, parse_port, validate_host
 from state import InvalidStateError
 
 logger = logging.getLogger(__name__)
 
-LEGACY_DB_ENDPOINT = "db"
 
 # The pgsql protocol's `roles`: postgresql-k8s grants these to our user; CREATEDB lets
 # the charm create a correctly collated database itself.

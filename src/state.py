@@ -13,7 +13,9 @@ from urllib.parse import urlsplit
 
 import ops
 import pydantic
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from constants import DATABASE_CA_PATH
 
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
@@ -105,6 +107,8 @@ class CharmConfig(BaseModel):
     enable_room_list_search: bool = True
     block_non_admin_invites: bool = False
     log_level: str = "INFO"
+    database_pool_min: int = Field(default=5, ge=1, le=100)
+    database_pool_max: int = Field(default=10, ge=1, le=100)
     registration: str = "disabled"
     enable_registration_without_verification: bool = False
     allow_guest_access: bool = False
@@ -198,6 +202,17 @@ class CharmConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _pool_bounds(self) -> "CharmConfig":
+        """The connection pool's minimum cannot exceed its maximum."""
+        if self.database_pool_min > self.database_pool_max:
+            raise ValueError(
+                f"invalid config database_pool_min={self.database_pool_min}: it exceeds database_pool_max="
+                f"{self.database_pool_max}; fix it with "
+                "`juju config {app} database_pool_min=... database_pool_max=...`"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _default_baseurl(self) -> "CharmConfig":
         """public_baseurl defaults to https://<server_name>/."""
         if not self.public_baseurl:
@@ -220,14 +235,101 @@ class CharmConfig(BaseModel):
             ) from None
 
 
+# libpq keepalive settings: notice a dead primary within about a minute.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 10, "keepalives_count": 3}
+
+
+class DatabaseEndpoint(BaseModel):
+    """Where and as whom Synapse connects to PostgreSQL."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    user: str
+    password: str = Field(repr=False)
+    database: str
+    tls: bool = False
+    tls_ca: str | None = Field(default=None, repr=False)
+    read_only_hosts: tuple[str, ...] = ()
+    version: str | None = None
+
+    def describe(self) -> str:
+        """A loggable description, without the password."""
+        return f"{self.user}@{format_host_port(self.host, self.port)}/{self.database}" + (" (TLS)" if self.tls else "")
+
+    def synapse_args(self, cp_min: int, cp_max: int, sslrootcert: str | None = None) -> dict[str, str | int]:
+        """Synapse's psycopg2 `database.args`.
+
+        With TLS, `sslrootcert` (a path to the provider's CA in the container) makes libpq
+        verify the server certificate; without it the connection is encrypted only.
+        """
+        args: dict[str, str | int] = {
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.database,
+            "host": self.host,
+            "port": self.port,
+            "cp_min": cp_min,
+            "cp_max": cp_max,
+            **KEEPALIVES,
+        }
+        if self.tls:
+            args["sslmode"] = "verify-ca" if sslrootcert else "require"
+            if sslrootcert:
+                args["sslrootcert"] = sslrootcert
+        return args
+
+
+def format_host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class CharmState(BaseModel):
     """Everything the workload configuration is rendered from."""
 
     model_config = ConfigDict(frozen=True)
 
     config: CharmConfig
+    # PostgreSQL to run on (with the database Synapse uses, which may be the C-collated one the
+    # charm created); None means the embedded SQLite database.
+    database: DatabaseEndpoint | None = None
 
     @classmethod
-    def from_charm(cls, charm: ops.CharmBase) -> "CharmState":
+    def from_charm(cls, charm: ops.CharmBase, database: DatabaseEndpoint | None = None) -> "CharmState":
         """Build the state from the charm's inputs, or raise InvalidStateError."""
-        return cls(config=CharmConfig.from_juju(charm.config, charm.app.name))
+        return cls(config=CharmConfig.from_juju(charm.config, charm.app.name), database=database)
+
+    def database_args(self) -> dict[str, str | int] | None:
+        """Synapse's psycopg2 `database.args`, or None on SQLite."""
+        if self.database is None:
+            return None
+        ca_path = str(DATABASE_CA_PATH) if self.database.tls_ca else None
+        return self.database.synapse_args(self.config.database_pool_min, self.config.database_pool_max, ca_path)
+
+
+class DatabaseRecord(BaseModel):
+    """The leader's peer-data record of the PostgreSQL database the application runs on.
+
+    `source` identifies the relation (`<endpoint>:<relation id>`); `use` is the database
+    Synapse connects to (the provider's, or the C-collated one the charm created); `state`
+    is `ready` once any SQLite data was ported, `port-failed` (with `reason`) otherwise.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    use: str = ""
+    state: typing.Literal["ready", "port-failed"]
+    reason: str = ""
+
+    @classmethod
+    def from_peer_data(cls, raw: str | None) -> "DatabaseRecord | None":
+        """Parse the peer-data value; None if absent or unreadable."""
+        if not raw:
+            return None
+        try:
+            return cls.model_validate_json(raw)
+        except pydantic.ValidationError:
+            return None

@@ -20,6 +20,7 @@ from constants import (
     CONFIG_PATH,
     CONTAINER_NAME,
     DATA_DIR,
+    DATABASE_CA_PATH,
     FORM_SECRET_PATH,
     LOG_CONFIG_PATH,
     MACAROON_SECRET_PATH,
@@ -86,6 +87,7 @@ def render_homeserver_config(state: CharmState) -> str:
         .get_template("homeserver.yaml.j2")
         .render(
             config=config,
+            database_args=state.database_args(),
             synapse_port=SYNAPSE_PORT,
             metrics_port=METRICS_PORT,
             trusted_key_servers=[{"server_name": name} for name in config.trusted_key_servers],
@@ -109,14 +111,18 @@ def render_log_config(state: CharmState) -> str:
 
 def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPath, WorkloadFile]:
     """Every file Synapse reads, keyed by its path in the container."""
-    return {
-        CONFIG_PATH: WorkloadFile(render_homeserver_config(state)),
+    files = {
+        # 0600: with PostgreSQL it holds the database password.
+        CONFIG_PATH: WorkloadFile(render_homeserver_config(state), 0o600),
         LOG_CONFIG_PATH: WorkloadFile(render_log_config(state)),
         SIGNING_KEY_PATH: WorkloadFile(secrets.signing_key + "\n", 0o600),
         REGISTRATION_SECRET_PATH: WorkloadFile(secrets.registration_shared_secret, 0o600),
         MACAROON_SECRET_PATH: WorkloadFile(secrets.macaroon_secret_key, 0o600),
         FORM_SECRET_PATH: WorkloadFile(secrets.form_secret, 0o600),
     }
+    if state.database is not None and state.database.tls_ca:
+        files[DATABASE_CA_PATH] = WorkloadFile(state.database.tls_ca, 0o600)
+    return files
 
 
 def pebble_layer() -> ops.pebble.LayerDict:
@@ -168,20 +174,55 @@ class Workload:
         except (ops.pebble.PathError, FileNotFoundError):
             return None
 
-    def installed_server_name(self) -> str | None:
-        """The server_name of the homeserver.yaml in place, if Synapse was ever configured here."""
+    def installed_config(self) -> dict[str, typing.Any] | None:
+        """The homeserver.yaml in place (None if Synapse was never configured here)."""
         content = self._read(CONFIG_PATH)
         if content is None:
             return None
         try:
-            name = yaml.safe_load(content).get("server_name")
+            loaded = yaml.safe_load(content)
+        except yaml.YAMLError:
+            return None
+        return loaded if isinstance(loaded, dict) else None
+
+    def installed_server_name(self) -> str | None:
+        """The server_name of the homeserver.yaml in place, if Synapse was ever configured here."""
+        name = (self.installed_config() or {}).get("server_name")
+        try:
             return validate_server_name(name) if isinstance(name, str) else None
-        except (yaml.YAMLError, AttributeError, ValueError):
+        except ValueError:
             return None
 
-    def has_data(self) -> bool:
-        """Whether Synapse has created its database here."""
+    def installed_engine(self) -> str | None:
+        """The database engine of the homeserver.yaml in place: 'sqlite3', 'psycopg2' or None."""
+        database = (self.installed_config() or {}).get("database")
+        name = database.get("name") if isinstance(database, dict) else None
+        return str(name) if name else None
+
+    def has_sqlite_data(self) -> bool:
+        """Whether Synapse has created its SQLite database here."""
         return bool(self.container.exists(SQLITE_PATH))
+
+    def has_data(self) -> bool:
+        """Whether the server holds data: a SQLite database here, or a PostgreSQL one in use."""
+        return self.has_sqlite_data() or self.installed_engine() == "psycopg2"
+
+    def push(self, path: PurePosixPath, file: WorkloadFile) -> None:
+        """Push one file, owned by Synapse."""
+        self.container.push(
+            path,
+            file.content,
+            encoding="utf-8",
+            make_dirs=True,
+            permissions=file.permissions,
+            user_id=SYNAPSE_UID,
+            group_id=SYNAPSE_GID,
+        )
+
+    def remove(self, path: PurePosixPath) -> None:
+        """Remove a file if it exists."""
+        if self.container.exists(path):
+            self.container.remove_path(path)
 
     def _ensure_directories(self) -> None:
         """Create the directories Synapse writes to, owned by Synapse."""
@@ -198,15 +239,7 @@ class Workload:
         for path, file in files.items():
             if self._read(path) == file.content:
                 continue
-            self.container.push(
-                path,
-                file.content,
-                encoding="utf-8",
-                make_dirs=True,
-                permissions=file.permissions,
-                user_id=SYNAPSE_UID,
-                group_id=SYNAPSE_GID,
-            )
+            self.push(path, file)
             changed.append(path)
         return changed
 

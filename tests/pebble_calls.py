@@ -7,7 +7,7 @@ harness replays the same calls on a real Synapse process.
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from unittest import mock
 
 import ops
@@ -39,9 +39,16 @@ class PebbleCalls:
         self.calls.clear()
 
 
+OnCall = Callable[[str, tuple[str, ...], ops.Container], None]
+
+
 @contextlib.contextmanager
-def record_pebble_calls() -> Iterator[PebbleCalls]:
-    """Patch ops.Container's lifecycle methods to record their calls, then call through."""
+def record_pebble_calls(on_call: OnCall | None = None) -> Iterator[PebbleCalls]:
+    """Patch ops.Container's lifecycle methods to record their calls, then call through.
+
+    `on_call(name, args, container)` runs right after each call, while the hook is still
+    running (the workload harness uses it to act on a real process at the same moment).
+    """
     recorded = PebbleCalls()
     patches = []
     for name in LIFECYCLE_METHODS:
@@ -49,7 +56,10 @@ def record_pebble_calls() -> Iterator[PebbleCalls]:
 
         def wrapper(self: ops.Container, *args: str, _name: str = name, _orig=original, **kwargs: object) -> object:
             recorded.calls.append((_name, tuple(args)))
-            return _orig(self, *args, **kwargs)
+            result = _orig(self, *args, **kwargs)
+            if on_call is not None:
+                on_call(_name, tuple(args), self)
+            return result
 
         patches.append(mock.patch.object(ops.Container, name, wrapper))
     with contextlib.ExitStack() as stack:

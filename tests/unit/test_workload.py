@@ -313,8 +313,9 @@ def test_render_files_permissions_and_contents() -> None:
     secrets = ServerSecrets.generate()
     files = render_files(make_state(), secrets)
     assert set(files) == {CONFIG_PATH, LOG_CONFIG_PATH, *SECRET_PATHS}
-    assert {path for path, file in files.items() if file.permissions == 0o600} == set(SECRET_PATHS)
-    assert files[CONFIG_PATH].permissions == files[LOG_CONFIG_PATH].permissions == 0o644
+    # homeserver.yaml is 0600 too: on PostgreSQL it holds the database password.
+    assert {path for path, file in files.items() if file.permissions == 0o600} == {CONFIG_PATH, *SECRET_PATHS}
+    assert files[LOG_CONFIG_PATH].permissions == 0o644
     assert files[SIGNING_KEY_PATH].content == secrets.signing_key + "\n"
     assert files[REGISTRATION_SECRET_PATH].content == secrets.registration_shared_secret
     assert files[MACAROON_SECRET_PATH].content == secrets.macaroon_secret_key
@@ -367,8 +368,8 @@ def test_files_land_with_modes(env: CharmEnv) -> None:
     out = env.started()
     for path in SECRET_PATHS:
         assert stat.S_IMODE(env.host_path(path).stat().st_mode) == 0o600, path
-    for path in (CONFIG_PATH, LOG_CONFIG_PATH):
-        assert stat.S_IMODE(env.host_path(path).stat().st_mode) == 0o644, path
+    assert stat.S_IMODE(env.host_path(CONFIG_PATH).stat().st_mode) == 0o600
+    assert stat.S_IMODE(env.host_path(LOG_CONFIG_PATH).stat().st_mode) == 0o644
     assert stat.S_IMODE(env.host_path(SECRETS_DIR).stat().st_mode) == 0o700
     assert stat.S_IMODE(env.host_path(MEDIA_STORE_DIR).stat().st_mode) == 0o750
     assert stat.S_IMODE(env.host_path(SQLITE_DIR).stat().st_mode) == 0o750

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.workload import harness
+from tests.workload.postgres import postgres_server_fixture  # noqa: F401 (provides the `postgres_server` fixture)
 
 DriverFactory = Callable[..., harness.CharmDriver]
 

@@ -32,6 +32,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 for _path in (REPO_ROOT / "src", REPO_ROOT / "lib", REPO_ROOT):
@@ -54,6 +55,7 @@ from constants import (  # noqa: E402
     SYNAPSE_UID,
     SYNAPSE_VERSION,
 )
+from tests import pgsql_leader  # noqa: E402
 from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -468,6 +470,28 @@ class Identity:
 EventArg = str | typing.Any
 
 
+class RealExec:
+    """What ops.Container.exec returns, for a command run for real (wait_output only)."""
+
+    def __init__(self, argv: list[str], command: list[str], stdin: str | None, timeout: float | None):
+        self.argv = argv
+        self.command = command
+        self.stdin = stdin
+        self.timeout = timeout
+
+    def wait_output(self) -> tuple[str, str]:
+        """Run to completion; (stdout, stderr), or ops.pebble.ExecError on a non-zero exit."""
+        try:
+            done = subprocess.run(
+                self.argv, input=self.stdin, capture_output=True, text=True, timeout=self.timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise ops.pebble.TimeoutError(f"{self.command[0]} timed out") from None
+        if done.returncode != 0:
+            raise ops.pebble.ExecError(self.command, done.returncode, done.stdout, done.stderr)
+        return done.stdout, done.stderr
+
+
 class CharmDriver:
     """Run hooks of SynapseCharm with ops.testing and replay its Pebble calls on a real Synapse."""
 
@@ -489,6 +513,7 @@ class CharmDriver:
             data_dir, venv or ensure_synapse_venv(), log_path or data_dir.parent / f"{data_dir.name}-synapse.log"
         )
         self.history: list[PebbleCalls] = []
+        self.leader_settings = pgsql_leader.LeaderSettings()
         container = testing.Container(
             CONTAINER_NAME,
             can_connect=True,
@@ -559,12 +584,12 @@ class CharmDriver:
     def _recorded(self) -> Iterator[None]:
         """Mirror the real process into the State, record Pebble calls, then replay them."""
         self.state = self._mirrored(self.state)
-        with record_pebble_calls() as calls:
+        pgsql_leader.install(self.leader_settings)
+        with record_pebble_calls(self._on_pebble_call) as calls, mock.patch.object(ops.Container, "exec", self._exec):
             try:
                 yield
             finally:
                 self.history.append(calls)
-        self._replay(calls)
 
     def _mirrored(self, state: testing.State) -> testing.State:
         """`state` with the service status and ready check Pebble would report for the real process."""
@@ -592,29 +617,37 @@ class CharmDriver:
         others = {other for other in state.containers if other.name != CONTAINER_NAME}
         return dataclasses.replace(state, containers=frozenset({*others, mirrored}))
 
-    def _replay(self, calls: PebbleCalls) -> None:
-        """Do on the real process what the recorded lifecycle calls asked Pebble to do."""
-        for method, args in calls.calls:
-            if method != "replan" and SERVICE_NAME not in args:
-                continue
-            if method == "replan":
-                self._replan()
-            elif method == "restart":
-                self.process.restart(self._spec())
-            elif method == "start" and not self.process.is_alive():
-                self.process.start(self._spec())
-            elif method == "stop":
-                self.process.stop()
-
-    def _spec(self) -> ServiceSpec:
-        """The service as the current plan defines it."""
-        return ServiceSpec.from_plan(self.container.plan)
-
-    def _replan(self) -> None:
-        """Pebble's replan: start the service if stopped, restart it if its definition changed."""
-        if SERVICE_NAME not in self.container.plan.services:
+    def _on_pebble_call(self, method: str, args: tuple[str, ...], container: ops.Container) -> None:
+        """Do on the real process, at once, what a lifecycle call just asked Pebble to do."""
+        if method != "replan" and SERVICE_NAME not in args:
             return
-        spec = self._spec()
+        plan = container.get_plan()
+        if method == "replan":
+            self._replan(plan)
+        elif method == "restart":
+            self.process.restart(ServiceSpec.from_plan(plan))
+        elif method == "start" and not self.process.is_alive():
+            self.process.start(ServiceSpec.from_plan(plan))
+        elif method == "stop":
+            self.process.stop()
+
+    def _exec(self, _container: ops.Container, command: list[str], **kwargs: typing.Any) -> RealExec:
+        """Pebble's exec, for real: run `command` in the workload's namespace layout, as asked."""
+        spec = ServiceSpec(
+            command=tuple(command),
+            environment=dict(kwargs.get("environment") or {}),
+            user_id=kwargs.get("user_id"),
+            group_id=kwargs.get("group_id"),
+            working_dir=kwargs.get("working_dir") or "/",
+        )
+        argv = workload_argv(spec, self.data_dir, self.process.venv, command)
+        return RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
+
+    def _replan(self, plan: ops.pebble.Plan) -> None:
+        """Pebble's replan: start the service if stopped, restart it if its definition changed."""
+        if SERVICE_NAME not in plan.services:
+            return
+        spec = ServiceSpec.from_plan(plan)
         if not self.process.is_alive():
             self.process.start(spec)
         elif spec != self.process.spec:

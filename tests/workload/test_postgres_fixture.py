@@ -8,7 +8,6 @@ from tests.workload.postgres import (
     PostgresError,
     PostgresServer,
     Role,
-    postgres_server_fixture,  # noqa: F401 (provides `postgres_server`; drop once conftest imports it)
     unique_name,
 )
 
