@@ -81,7 +81,20 @@ def _peer_secret_id(charm: ops.CharmBase) -> str | None:
 
 
 def _leader_secret(charm: ops.CharmBase) -> ops.Secret:
-    """The leader's server secret, created on first use."""
+    """The leader's server secret, created on first use only.
+
+    A new leader finds the secret by the ID published in peer data (or by its label), so a
+    leadership change never generates a new identity.
+    """
+    published_id = _peer_secret_id(charm)
+    if published_id is not None:
+        try:
+            return charm.model.get_secret(id=published_id, label=SECRET_LABEL)
+        except ops.SecretNotFoundError:
+            raise InvalidStateError(
+                f"the Juju secret {published_id} with the server's signing key is gone; a new key would change "
+                "the server's identity, so restore the secret (or redeploy)"
+            ) from None
     try:
         return charm.model.get_secret(label=SECRET_LABEL)
     except ops.SecretNotFoundError:
