@@ -12,10 +12,12 @@ import dataclasses
 import functools
 import hashlib
 import hmac
+import importlib
 import json
 import secrets
 import socket
 import threading
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +26,7 @@ from unittest import mock
 
 import ops
 import pytest
+import yaml
 from ops import testing
 
 import charm
@@ -235,6 +238,23 @@ def fake_synapse(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSynapse]:
         fake.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fast_charm_root() -> Iterator[None]:
+    """Let ops.testing write its per-run copy of the charm's metadata with libyaml.
+
+    Every Context.run dumps metadata, config and actions to a temporary charm root with
+    PyYAML's pure-Python emitter, which is most of a run's cost; libyaml's emitter writes
+    the same documents about ten times faster.
+    """
+    runtime = importlib.import_module("scenario._runtime")
+    if not (yaml.__with_libyaml__ and hasattr(runtime, "yaml")):
+        yield
+        return
+    fast = types.SimpleNamespace(safe_dump=functools.partial(yaml.dump, Dumper=yaml.CSafeDumper))
+    with mock.patch.object(runtime, "yaml", fast):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _no_local_synapse(monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the charm's Synapse client at a closed loopback port, never at a real 127.0.0.1:8008."""
@@ -305,11 +325,19 @@ def alive_check() -> testing.CheckInfo:
     return testing.CheckInfo(CHECK_ALIVE, level=ops.pebble.CheckLevel.ALIVE, threshold=5, successes=1)
 
 
+@functools.cache
+def charm_spec() -> tuple[Mapping[str, typing.Any], Mapping[str, typing.Any] | None, Mapping[str, typing.Any] | None]:
+    """The charm's metadata, config and actions as ops.testing autoloads them, read once per session."""
+    spec = testing.Context(SynapseCharm)._charm_spec
+    return spec.meta, spec.config, spec.actions
+
+
 class CharmEnv:
     """Builds ops.testing states for the Synapse charm around one host directory mounted at /data."""
 
     def __init__(self, tmp_path: Path):
-        self.ctx = testing.Context(SynapseCharm)
+        meta, config, actions = charm_spec()
+        self.ctx = testing.Context(SynapseCharm, meta=meta, config=config, actions=actions)
         self.tmp_path = tmp_path
         self.data_dir = self.new_data_dir()
 

@@ -223,3 +223,28 @@ def test_non_leader_with_damaged_secret_is_blocked(env: CharmEnv) -> None:
     assert "damaged" in out.unit_status.message
     assert "restore its content" in out.unit_status.message
     assert not env.host_path(SIGNING_KEY_PATH).exists()
+
+
+def test_new_leader_reuses_the_published_secret(env: CharmEnv) -> None:
+    content = ServerSecrets.generate().to_content()
+    secret = testing.Secret(content, id="secret:0ldleader0ldleader00", owner="app")
+    peer = testing.PeerRelation(PEER_RELATION, local_app_data={PEER_SECRET_ID_KEY: secret.id})
+
+    out = env.run(env.ctx.on.leader_elected(), env.state(peer=peer, secrets={secret}))
+
+    (kept,) = out.secrets
+    assert (kept.id, dict(kept.tracked_content)) == (secret.id, content)
+    assert env.read(SIGNING_KEY_PATH) == content["signing-key"] + "\n"
+    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id}
+
+
+def test_new_leader_blocks_when_the_published_secret_is_gone(env: CharmEnv) -> None:
+    peer = testing.PeerRelation(PEER_RELATION, local_app_data={PEER_SECRET_ID_KEY: "secret:g0neg0neg0neg0neg0ne"})
+
+    out = env.run(env.ctx.on.leader_elected(), env.state(peer=peer))
+
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+    assert "secret:g0neg0neg0neg0neg0ne" in out.unit_status.message
+    assert "is gone" in out.unit_status.message
+    assert out.secrets == frozenset()  # no new identity minted
+    assert not env.host_path(SIGNING_KEY_PATH).exists()

@@ -1,15 +1,18 @@
 """Rendered files, the Pebble layer and applying them (src/workload.py)."""
 
+import dataclasses
 import json
 import random
 import re
+import shutil
 import stat
 import typing
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import ops
 import pytest
 import yaml
+from ops import testing
 
 from constants import (
     CHECK_ALIVE,
@@ -497,15 +500,30 @@ def expected_value(config: CharmConfig, option: str) -> typing.Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+@pytest.fixture(scope="module")
+def good_unit(tmp_path_factory: pytest.TempPathFactory) -> tuple[testing.State, Path]:
+    """A running unit configured with GOOD, and a snapshot of its /data (set up once per module)."""
+    env = CharmEnv(tmp_path_factory.mktemp("good"))
+    return env.started(config=GOOD), env.data_dir
+
+
 @pytest.mark.parametrize("payload", HOSTILE, ids=lambda p: repr(p)[:20])
 @pytest.mark.parametrize("option", list(GOOD))
-def test_hostile_config_is_blocked_or_inert(env: CharmEnv, option: str, payload: str) -> None:
-    out = env.started(config=GOOD)
+def test_hostile_config_is_blocked_or_inert(
+    env: CharmEnv, good_unit: tuple[testing.State, Path], option: str, payload: str
+) -> None:
+    good_state, snapshot = good_unit
+    shutil.copytree(snapshot, env.data_dir, dirs_exist_ok=True)
+    container = env.container(
+        layers=good_state.get_container(CONTAINER_NAME).layers,
+        service_statuses=good_state.get_container(CONTAINER_NAME).service_statuses,
+    )
+    out = dataclasses.replace(good_state, containers=frozenset({container}))
     baseline_keys = set(yaml.safe_load(env.read(CONFIG_PATH)))
     baseline_log_keys = set(yaml.safe_load(env.read(LOG_CONFIG_PATH)))
     assert set(OPTIONAL_KEYS) <= baseline_keys
 
-    for value in (payload, GOOD[option] + payload, payload + GOOD[option], f" {GOOD[option]}{payload} "):
+    for value in (payload, GOOD[option] + payload, f" {payload}{GOOD[option]} "):
         before = {path: env.read(path) for path in (CONFIG_PATH, LOG_CONFIG_PATH)}
         state = env.with_config(out, **{option: value})
         with record_side_effects() as effects:
