@@ -120,7 +120,9 @@ def secret_content(driver: harness.CharmDriver, label: str) -> dict[str, str] | 
 
 
 def admin_credentials(driver: harness.CharmDriver) -> dict[str, str]:
-    """The charm's admin account, as kept in its Juju secret."""
+    """The charm's admin account, as kept in its Juju secret (created by an action if need be)."""
+    if secret_content(driver, ADMIN_SECRET_LABEL) is None:
+        driver.run_action("list-registration-tokens")
     content = secret_content(driver, ADMIN_SECRET_LABEL)
     assert content is not None, "the charm's admin secret does not exist"
     return content
@@ -424,8 +426,7 @@ def test_user_of_another_server_is_refused(unit: harness.CharmDriver, action: st
 
 @pytest.mark.parametrize("action", USER_ACTIONS)
 def test_unknown_user_fails_and_synapse_is_untouched(unit: harness.CharmDriver, action: str) -> None:
-    unit.run_action("list-registration-tokens")  # the admin account exists before the snapshot
-    users, view = all_users(unit), juju_view(unit.state)
+    users, view = all_users(unit), juju_view(unit.state)  # the admin account exists before the snapshot
 
     message = failure(unit, action, {"username": "nobody-here"})
 
@@ -566,7 +567,6 @@ def test_guest_access(unit: harness.CharmDriver) -> None:
 
 @pytest.mark.parametrize("action", list(ALL_ACTIONS))
 def test_actions_fail_while_synapse_is_not_running(unit: harness.CharmDriver, action: str) -> None:
-    ensure_config(unit, registration="token")
     unit.stop()  # the process died; Pebble reports the service inactive
     starts, view = unit.starts, juju_view(unit.state)
 
