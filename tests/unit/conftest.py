@@ -337,7 +337,12 @@ class CharmEnv:
 
     def __init__(self, tmp_path: Path):
         meta, config, actions = charm_spec()
-        self.ctx = testing.Context(SynapseCharm, meta=meta, config=config, actions=actions)
+        self.ctx = testing.Context(
+            SynapseCharm,
+            meta=dict(meta),
+            config=dict(config) if config is not None else None,
+            actions=dict(actions) if actions is not None else None,
+        )
         self.tmp_path = tmp_path
         self.data_dir = self.new_data_dir()
 
