@@ -251,6 +251,22 @@ def test_active_needs_the_ready_check_to_have_passed(
     assert out.unit_status == expected
 
 
+def test_not_active_without_a_ready_check(env: CharmEnv) -> None:
+    """A running service whose plan has no ready check (an older layer) is not reported Active."""
+    out = env.started()
+    layer = pebble_layer()
+    del layer["checks"]
+    container = dataclasses.replace(
+        out.get_container(CONTAINER_NAME), layers={CONTAINER_NAME: ops.pebble.Layer(layer)}, check_infos=frozenset()
+    )
+    state = dataclasses.replace(out, containers=frozenset({container}))
+    # An action collects the status without reconciling the layer first.
+    with pytest.raises(testing.ActionFailed) as excinfo:
+        env.run(env.ctx.on.action("register-user", params={"username": "Not Valid"}), state)
+    assert excinfo.value.state is not None
+    assert excinfo.value.state.unit_status == WAITING_READY
+
+
 def test_maintenance_while_synapse_is_not_running(env: CharmEnv) -> None:
     """Statuses collected without a reconcile (an action) say Synapse is starting."""
     state = restarted_pod(env)
