@@ -21,6 +21,7 @@ from users import user_id
 logger = logging.getLogger(__name__)
 
 TOKEN_REJECTED = {"M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"}
+LOGIN_REFUSED = {"M_FORBIDDEN", "M_USER_DEACTIVATED"}
 
 
 class AdminCredentials(BaseModel):
@@ -113,6 +114,10 @@ class AdminAPI:
                 answer = self.client.login(stale.user_id, stale.password)
                 credentials = stale.model_copy(update={"access_token": str(answer["access_token"])})
             except SynapseAPIError as exc:
+                # Only a refused password or a deactivated account justify a new account; a rate
+                # limit or a server error must not orphan the stored one.
+                if exc.errcode not in LOGIN_REFUSED:
+                    raise
                 logger.warning("the charm's admin account cannot log in (%s); creating a new one", exc.errcode)
         credentials = credentials or self._register()
         self._save(credentials)

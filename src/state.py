@@ -156,7 +156,7 @@ class CharmConfig(BaseModel):
         """Comma-separated Matrix server names."""
         if not isinstance(value, str):
             raise ValueError("must be a comma-separated string")
-        return tuple(validate_server_name(item) for item in split_list(value))
+        return tuple(dict.fromkeys(validate_server_name(item) for item in split_list(value)))
 
     @field_validator("ip_range_whitelist", mode="before")
     @classmethod
@@ -170,7 +170,7 @@ class CharmConfig(BaseModel):
                 networks.append(str(ipaddress.ip_network(item, strict=False)))
             except ValueError:
                 raise ValueError(f"{item!r} is not an IPv4/IPv6 CIDR such as 10.0.0.0/8") from None
-        return tuple(networks)
+        return tuple(dict.fromkeys(networks))
 
     @field_validator("log_level", mode="before")
     @classmethod

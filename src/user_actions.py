@@ -26,8 +26,8 @@ logger = logging.getLogger(__name__)
 
 PASSWORD_BYTES = 24
 MAX_PASSWORD_LENGTH = 512
-_TOKEN = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
-_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -230,7 +230,7 @@ class UserActions(ops.Object):
         tokens = [
             {
                 "token": item["token"],
-                "uses-allowed": item.get("uses_allowed"),
+                "uses-allowed": "unlimited" if item.get("uses_allowed") is None else item["uses_allowed"],
                 "pending": item.get("pending", 0),
                 "completed": item.get("completed", 0),
                 "expiry": _iso(item.get("expiry_time")),
@@ -254,6 +254,6 @@ class UserActions(ops.Object):
 
 def _valid_token(token: object) -> str:
     """A registration token in the form Synapse accepts; ActionError otherwise."""
-    if not isinstance(token, str) or not _TOKEN.match(token):
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise ActionError("token must be 1 to 64 characters from A-Z a-z 0-9 . _ ~ -")
     return token

@@ -332,10 +332,6 @@ def test_unknown_user_is_none(env: CharmEnv, synapse: AdminSynapse) -> None:
     assert user is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/admin.py AdminAPI._renew treats any login error (here 429) as a dead account and makes a new one",
-)
 def test_rate_limited_login_makes_no_new_account(env: CharmEnv, synapse: AdminSynapse) -> None:
     content = registered_admin(synapse)
     del synapse.tokens[content["access-token"]]

@@ -305,7 +305,7 @@ def test_list_shows_uses_and_expiry_of_valid_tokens(unit: harness.CharmDriver) -
     assert tokens[limited]["pending"] == 0
     assert tokens[limited]["completed"] == 0
     assert tokens[limited]["expiry"].endswith("+00:00")
-    assert tokens[forever]["uses-allowed"] is None
+    assert tokens[forever]["uses-allowed"] == "unlimited"
     assert tokens[forever]["expiry"] == "never"
     assert revoked not in tokens
 
