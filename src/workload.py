@@ -55,13 +55,26 @@ class WorkloadFile:
     permissions: int = 0o644
 
 
+def _yaml_scalar(value: object, style: str | None = None) -> str:
+    """One scalar as PyYAML (the parser Synapse uses) writes it, on one line."""
+    dumped = yaml.safe_dump(value, default_style=style, width=2**31, allow_unicode=False)
+    return dumped.removesuffix("\n...\n").rstrip("\n")
+
+
 def _yaml_value(value: object) -> str:
-    """Serialise one value as an inline YAML node that parses back to exactly `value`."""
-    return (
-        yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=False)
-        .removesuffix("\n...\n")
-        .rstrip("\n")
-    )
+    """Serialise a value as a one-line YAML flow node that parses back to exactly `value`.
+
+    Strings are always double-quoted with every non-printable or non-ASCII character escaped,
+    so no input (quotes, newlines, tags, `{{ }}`, Unicode line separators) can change the
+    structure of the document around it, wherever in the template the node stands.
+    """
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_yaml_value(key)}: {_yaml_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return _yaml_scalar(value, '"')
+    return _yaml_scalar(value)
 
 
 @functools.cache
