@@ -20,6 +20,9 @@ from constants import DATABASE_CA_PATH
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _SIZE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+# RFC 3986 characters (unreserved, reserved and percent-escapes), nothing else.
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
+MAX_URL_LENGTH = 2048
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REGISTRATION_MODES = ("disabled", "token", "open")
 
@@ -130,8 +133,10 @@ class CharmConfig(BaseModel):
         value = value.strip()
         if not value:
             return ""
-        if any(ch.isspace() or not ch.isprintable() for ch in value):
-            raise ValueError(f"{value!r} contains spaces or control characters")
+        if len(value) > MAX_URL_LENGTH or not _URL_CHARS.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters (percent-encode others)"
+            )
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
