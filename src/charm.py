@@ -163,7 +163,8 @@ class SynapseCharm(ops.CharmBase):
 
     def _sqlite_outcome(self, state: CharmState, server_secrets: ServerSecrets) -> Outcome:
         """Run on the embedded SQLite database, unless the server's data lives in PostgreSQL."""
-        if self.workload.installed_engine() == "psycopg2" or self._database_record() is not None:
+        record = self._database_record()
+        if self.workload.installed_engine() == "psycopg2" or (record is not None and record.state == "ready"):
             return Stop(
                 ops.BlockedStatus(
                     "the database relation was removed: Synapse is stopped so that it does not start on an empty "

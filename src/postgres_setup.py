@@ -64,6 +64,11 @@ def main(request):
         )
     elif existing != ("C", "C"):
         return {"error": "target-locale", "locale": list(existing), "user": user}
+    else:
+        cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (target,))
+        owner = cur.fetchone()[0]
+        if owner != user:
+            return {"error": "target-owner", "owner": owner, "user": user}
     try:
         psycopg2.connect(connect_timeout=15, **dict(connect, dbname=target)).close()
     except psycopg2.Error as exc:
@@ -141,13 +146,14 @@ def prepare_database(container: ops.Container, connect: dict[str, typing.Any]) -
         raise DatabaseSetupError(f"checking the database failed: {_tail(exc.stderr)}") from None
     answer = _json_answer(stdout)
     error = answer.get("error")
-    if error is None:
+    if error is None and answer.get("database"):
         if answer.get("created"):
             logger.info("created database %s with C collation", answer["database"])
         return str(answer["database"])
-    user = answer.get("user", connect.get("user"))
+    user = str(answer.get("user", connect.get("user")))
     create = (
-        f"CREATE DATABASE \"{target}\" OWNER \"{user}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"
+        f"CREATE DATABASE {_ident(target)} OWNER {_ident(user)} TEMPLATE template0 ENCODING 'UTF8' "
+        "LC_COLLATE 'C' LC_CTYPE 'C'"
     )
     if error == "no-createdb":
         locale = "/".join(answer.get("locale", []))
@@ -159,12 +165,24 @@ def prepare_database(container: ops.Container, connect: dict[str, typing.Any]) -
         raise DatabaseSetupError(
             f"database {target} exists but is not C-collated; drop it or recreate it with: {create}"
         )
+    if error == "target-owner":
+        owner = str(answer.get("owner"))
+        raise DatabaseSetupError(
+            f"database {target} belongs to {owner}, not to this relation's user {user}; as a PostgreSQL superuser "
+            f"run: ALTER DATABASE {_ident(target)} OWNER TO {_ident(user)}; and, connected to {target}: "
+            f"REASSIGN OWNED BY {_ident(owner)} TO {_ident(user)}"
+        )
     if error == "connect-target":
         raise DatabaseSetupError(
-            f"created database {target} but cannot connect to it ({answer.get('detail', '')}); allow user {user} "
-            f"to connect to {target} in the PostgreSQL server's pg_hba"
+            f"cannot connect to database {target} as {user} ({answer.get('detail', '')}); grant {user} CONNECT on "
+            f"{target} and allow it in the PostgreSQL server's pg_hba"
         )
-    raise DatabaseSetupError(f"cannot connect to the database: {answer.get('detail', error)}")
+    raise DatabaseSetupError(f"cannot connect to the database: {answer.get('detail', error or 'no answer')}")
+
+
+def _ident(name: str) -> str:
+    """A PostgreSQL identifier, quoted for an operator to paste into psql."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def sqlite_pending_updates(container: ops.Container, path: PurePosixPath = SQLITE_PATH) -> int:
@@ -173,7 +191,10 @@ def sqlite_pending_updates(container: ops.Container, path: PurePosixPath = SQLIT
         stdout, _ = _run(container, ["python", "-c", _PENDING_UPDATES_SCRIPT, str(path)], None, PREPARE_TIMEOUT)
     except ops.pebble.ExecError as exc:
         raise DatabaseSetupError(f"reading the SQLite database failed: {_tail(exc.stderr)}") from None
-    return int(_json_answer(stdout).get("pending", 0))
+    pending = _json_answer(stdout).get("pending", 0)
+    if not isinstance(pending, int):
+        raise DatabaseSetupError(f"unexpected answer from the SQLite check: {stdout[-200:]!r}")
+    return pending
 
 
 def port_sqlite(container: ops.Container, postgres_config: PurePosixPath, path: PurePosixPath = SQLITE_PATH) -> None:
@@ -192,5 +213,5 @@ def _tail(text: str | bytes | None, limit: int = 300) -> str:
     """The last line(s) of a command's error output, for a status message."""
     if isinstance(text, bytes):
         text = text.decode(errors="replace")
-    lines = [line for line in (text or "").strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
     return " ".join(lines[-2:])[-limit:] if lines else "no error output"

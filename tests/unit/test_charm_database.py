@@ -672,7 +672,17 @@ def test_without_createdb_a_unit_on_sqlite_keeps_running(env: CharmEnv) -> None:
         ),
         (
             collation({"error": "connect-target", "detail": "FATAL: no pg_hba.conf entry", "user": DB_USER}),
-            f"allow user {DB_USER} to connect to {C_DATABASE}",
+            f"cannot connect to database {C_DATABASE} as {DB_USER} (FATAL: no pg_hba.conf entry); grant {DB_USER} "
+            f"CONNECT on {C_DATABASE} and allow it in the PostgreSQL server's pg_hba",
+        ),
+        (
+            collation({"error": "target-owner", "owner": "relation_1", "user": DB_USER}),
+            f"database {C_DATABASE} belongs to relation_1, not to this relation's user {DB_USER}; as a PostgreSQL "
+            f'superuser run: ALTER DATABASE "{C_DATABASE}" OWNER TO "{DB_USER}"',
+        ),
+        (
+            collation({"unexpected": True}),
+            "cannot connect to the database: no answer",
         ),
         (
             testing.Exec(
@@ -687,7 +697,15 @@ def test_without_createdb_a_unit_on_sqlite_keeps_running(env: CharmEnv) -> None:
             "unexpected answer from the database check",
         ),
     ],
-    ids=["target-not-c", "cannot-connect", "cannot-connect-target", "script-crashed", "garbage-output"],
+    ids=[
+        "target-not-c",
+        "cannot-connect",
+        "cannot-connect-target",
+        "target-of-another-user",
+        "answer-without-database",
+        "script-crashed",
+        "garbage-output",
+    ],
 )
 def test_database_that_cannot_be_prepared_blocks(env: CharmEnv, script: testing.Exec, fragment: str) -> None:
     state = with_execs(env.state(relations={database_relation(provider_data())}), script)
@@ -851,11 +869,6 @@ def test_relating_again_retries_the_port(env: CharmEnv) -> None:
     assert record(out) == DatabaseRecord(source=f"{DATABASE_ENDPOINT}:{again.id}", use=C_DATABASE, state="ready")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="charm bug: _sqlite_outcome stops Synapse whenever a DatabaseRecord exists, also a port-failed one "
-    "whose data still lives in SQLite",
-)
 def test_removing_the_relation_after_a_failed_port_keeps_synapse_on_sqlite(env: CharmEnv) -> None:
     out, before = port_failed(env)
     relation = relation_on(out, DATABASE_ENDPOINT)

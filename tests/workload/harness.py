@@ -30,7 +30,7 @@ import time
 import typing
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from unittest import mock
 
@@ -492,6 +492,22 @@ class RealExec:
         return done.stdout, done.stderr
 
 
+def real_exec(data_dir: Path, venv: Path, command: list[str], **kwargs: typing.Any) -> RealExec:
+    """What Pebble's exec with these ops.Container.exec arguments runs: the command as the
+    asked uid/gid, with its environment and working dir, /data bound to data_dir and the
+    Synapse venv on PATH (as the image has Synapse's python and scripts).
+    """
+    spec = ServiceSpec(
+        command=tuple(command),
+        environment=dict(kwargs.get("environment") or {}),
+        user_id=kwargs.get("user_id"),
+        group_id=kwargs.get("group_id"),
+        working_dir=kwargs.get("working_dir") or "/",
+    )
+    argv = workload_argv(spec, data_dir, venv, command)
+    return RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
+
+
 class CharmDriver:
     """Run hooks of SynapseCharm with ops.testing and replay its Pebble calls on a real Synapse."""
 
@@ -514,6 +530,7 @@ class CharmDriver:
         )
         self.history: list[PebbleCalls] = []
         self.leader_settings = pgsql_leader.LeaderSettings()
+        self.execs: list[list[str]] = []  # every command the charm ran through container.exec
         container = testing.Container(
             CONTAINER_NAME,
             can_connect=True,
@@ -585,7 +602,10 @@ class CharmDriver:
         """Mirror the real process into the State, record Pebble calls, then replay them."""
         self.state = self._mirrored(self.state)
         pgsql_leader.install(self.leader_settings)
-        with record_pebble_calls(self._on_pebble_call) as calls, mock.patch.object(ops.Container, "exec", self._exec):
+        with (
+            record_pebble_calls(self._on_pebble_call) as calls,
+            mock.patch.object(ops.Container, "exec", self._exec_method()),
+        ):
             try:
                 yield
             finally:
@@ -631,17 +651,22 @@ class CharmDriver:
         elif method == "stop":
             self.process.stop()
 
+    def _exec_method(self) -> Callable[..., RealExec]:
+        """A stand-in for the ops.Container.exec method (a plain function: patched onto the class)."""
+
+        def exec_(container: ops.Container, command: list[str], **kwargs: typing.Any) -> RealExec:
+            return self._exec(container, command, **kwargs)
+
+        return exec_
+
     def _exec(self, _container: ops.Container, command: list[str], **kwargs: typing.Any) -> RealExec:
-        """Pebble's exec, for real: run `command` in the workload's namespace layout, as asked."""
-        spec = ServiceSpec(
-            command=tuple(command),
-            environment=dict(kwargs.get("environment") or {}),
-            user_id=kwargs.get("user_id"),
-            group_id=kwargs.get("group_id"),
-            working_dir=kwargs.get("working_dir") or "/",
-        )
-        argv = workload_argv(spec, self.data_dir, self.process.venv, command)
-        return RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
+        """Pebble's exec, for real: run `command` in the workload's namespace layout, as asked.
+
+        The files the charm pushed belong to Synapse's uid first, as Pebble's push made them.
+        """
+        self.execs.append(list(command))
+        chown_tree(self.data_dir, SYNAPSE_UID, SYNAPSE_GID)
+        return real_exec(self.data_dir, self.process.venv, command, **kwargs)
 
     def _replan(self, plan: ops.pebble.Plan) -> None:
         """Pebble's replan: start the service if stopped, restart it if its definition changed."""

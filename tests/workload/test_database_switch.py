@@ -30,8 +30,6 @@ from constants import (
     PEER_RELATION,
     PORT_CONFIG_PATH,
     SQLITE_PATH,
-    SYNAPSE_GID,
-    SYNAPSE_UID,
 )
 from state import DatabaseRecord
 from tests.workload import harness
@@ -54,29 +52,8 @@ logger = logging.getLogger(__name__)
 
 
 def use_real_exec(driver: harness.CharmDriver) -> list[list[str]]:
-    """Run the charm's `container.exec` calls for real, as Pebble would; return the list of commands run.
-
-    As Pebble's push with user_id/group_id does, the files the charm pushed are Synapse's
-    before a command runs as Synapse's uid (ops.testing applies modes, not ownership).
-    """
-    commands: list[list[str]] = []
-
-    def exec_(_container: ops.Container, command: list[str], **kwargs: typing.Any) -> harness.RealExec:
-        commands.append(list(command))
-        harness.chown_tree(driver.data_dir, SYNAPSE_UID, SYNAPSE_GID)
-        spec = harness.ServiceSpec(
-            command=tuple(command),
-            environment=dict(kwargs.get("environment") or {}),
-            user_id=kwargs.get("user_id"),
-            group_id=kwargs.get("group_id"),
-            working_dir=kwargs.get("working_dir") or "/",
-        )
-        argv = harness.workload_argv(spec, driver.data_dir, driver.process.venv, command)
-        return harness.RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
-
-    # _recorded() patches ops.Container.exec with `driver._exec`: a plain function binds to the container.
-    driver._exec = exec_  # type: ignore[assignment,method-assign]
-    return commands
+    """The commands the charm runs through `container.exec` (the harness runs them for real)."""
+    return driver.execs
 
 
 def ported(commands: list[list[str]]) -> int:

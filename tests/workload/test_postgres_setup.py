@@ -33,15 +33,7 @@ class WorkloadContainer:
     def exec(self, command: list[str], **kwargs: typing.Any) -> harness.RealExec:
         """Run `command` with the asked uid/gid, the venv on PATH and /data bound to data_dir."""
         self.commands.append(list(command))
-        spec = harness.ServiceSpec(
-            command=tuple(command),
-            environment=dict(kwargs.get("environment") or {}),
-            user_id=kwargs.get("user_id"),
-            group_id=kwargs.get("group_id"),
-            working_dir=kwargs.get("working_dir") or "/",
-        )
-        argv = harness.workload_argv(spec, self.data_dir, self.venv, command)
-        return harness.RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
+        return harness.real_exec(self.data_dir, self.venv, command, **kwargs)
 
     def host_path(self, path: PurePosixPath) -> Path:
         """Where a path under /data is on the host."""
@@ -114,6 +106,33 @@ def test_non_c_database_with_createdb_gets_a_c_database_owned_by_the_user(
     assert sorted(postgres_server.databases()) == before
 
 
+def test_c_database_of_another_user_is_refused_with_the_statements_that_fix_it(
+    postgres_server: PostgresServer, container: ops.Container
+) -> None:
+    # Relating again gives a new user; the <db>_c the old user created is not the new user's.
+    old = postgres_server.create_role(unique_name("old_user"), createdb=True)
+    name = unique_name("relinked_db")
+    postgres_server.provider_database(name, old)
+    used = prepare_database(container, connect_args(postgres_server, old, name))
+    new = postgres_server.create_role(unique_name("new_user"), createdb=True)
+    postgres_server.execute(f'GRANT ALL ON DATABASE "{name}" TO "{new.name}"')
+    postgres_server.execute(f'GRANT CONNECT ON DATABASE "{used}" TO "{new.name}"')
+
+    with pytest.raises(DatabaseSetupError) as excinfo:
+        prepare_database(container, connect_args(postgres_server, new, name))
+
+    message = str(excinfo.value)
+    assert f"database {used} belongs to {old.name}, not to this relation's user {new.name}" in message
+    alter = f'ALTER DATABASE "{used}" OWNER TO "{new.name}"'
+    reassign = f'REASSIGN OWNED BY "{old.name}" TO "{new.name}"'
+    assert alter in message
+    assert reassign in message
+    # The statements work: run as the superuser, the new user's next try gets the database.
+    postgres_server.execute(alter)
+    postgres_server.execute(reassign, dbname=used)
+    assert prepare_database(container, connect_args(postgres_server, new, name)) == used
+
+
 def test_without_createdb_the_error_gives_the_statement_that_fixes_it(
     postgres_server: PostgresServer, container: ops.Container
 ) -> None:
@@ -163,16 +182,17 @@ def test_target_the_user_may_not_connect_to_is_reported(
     role = postgres_server.create_role(unique_name("user"))
     name = unique_name("provider_db")
     postgres_server.provider_database(name, role)
-    postgres_server.create_database(f"{name}_c", collate="C", ctype="C")
+    postgres_server.create_database(f"{name}_c", owner=role.name, collate="C", ctype="C")
     postgres_server.execute('REVOKE CONNECT ON DATABASE :"db" FROM PUBLIC', db=f"{name}_c")
+    postgres_server.execute('REVOKE CONNECT ON DATABASE :"db" FROM :"role"', db=f"{name}_c", role=role.name)
 
     with pytest.raises(DatabaseSetupError) as excinfo:
         prepare_database(container, connect_args(postgres_server, role, name))
 
     message = str(excinfo.value)
-    assert f"created database {name}_c but cannot connect to it" in message
+    assert f"cannot connect to database {name}_c as {role.name}" in message
     assert "permission denied for database" in message
-    assert f"allow user {role.name} to connect to {name}_c" in message
+    assert f"grant {role.name} CONNECT on {name}_c" in message
 
 
 def test_wrong_password_is_reported_without_the_password(
