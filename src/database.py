@@ -20,7 +20,7 @@ import ops
 from constants import DATABASE_ENDPOINT
 from state import DatabaseEndpoint, InvalidStateError, format_host_port, validate_hostname
 
-__all__ = ["DatabaseEndpoint", "DatabaseRequires", "format_host_port"]
+__all__ = ["DatabaseEndpoint", "DatabaseRequires", "RequirerEndpoint", "format_host_port"]
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +108,10 @@ def read_secret(model: ops.Model, uri: str, what: str, provider: str) -> dict[st
         ) from None
 
 
-class DatabaseRequires:
-    """Requirer side of one postgresql_client endpoint (limit 1)."""
+class RequirerEndpoint:
+    """Bookkeeping shared by the PostgreSQL requirers: one endpoint, limit 1."""
 
-    def __init__(self, charm: ops.CharmBase, endpoint: str = DATABASE_ENDPOINT):
+    def __init__(self, charm: ops.CharmBase, endpoint: str):
         self.charm = charm
         self.endpoint_name = endpoint
 
@@ -127,33 +127,8 @@ class DatabaseRequires:
         return relations[0] if relations else None
 
     def is_related(self) -> bool:
-        """Whether a database application is related on this endpoint."""
+        """Whether a PostgreSQL application is related on this endpoint."""
         return bool(self.relations)
-
-    def publish_request(self, database_name: str) -> bool:
-        """Ask the provider for `database_name` (leader only); return whether anything was written.
-
-        Nothing is written when the databag already holds the request, so a reconcile that
-        changes nothing causes no relation-changed event on the provider.
-        """
-        if not database_name:
-            raise ValueError("database_name must not be empty")
-        if not self.charm.unit.is_leader():
-            return False
-        wanted = {
-            "database": database_name,
-            "extra-user-roles": REQUESTED_ROLES,
-            "requested-secrets": json.dumps(list(REQUESTED_SECRETS)),
-        }
-        changed = False
-        for relation in self.relations:
-            databag = relation.data[self.charm.app]
-            updates = {key: value for key, value in wanted.items() if not _same_value(key, databag.get(key), value)}
-            if updates:
-                logger.info("requesting database %r on relation %s", database_name, relation.id)
-                databag.update(updates)
-                changed = True
-        return changed
 
     def _single_relation(self) -> ops.Relation | None:
         """The one relation, None without one, InvalidStateError with several."""
@@ -165,6 +140,43 @@ class DatabaseRequires:
                 f"keep one with `juju remove-relation {self.charm.app.name}:{self.endpoint_name} <app>`"
             )
         return relations[0] if relations else None
+
+    def _write_request(self, wanted: dict[str, str]) -> bool:
+        """Write the keys of `wanted` that differ into our app databags (the leader); return whether any did.
+
+        Nothing is written when the databags already hold the request, so a reconcile that
+        changes nothing causes no relation-changed event on the provider.
+        """
+        if not self.charm.unit.is_leader():
+            return False
+        changed = False
+        for relation in self.relations:
+            databag = relation.data[self.charm.app]
+            updates = {key: value for key, value in wanted.items() if not _same_value(key, databag.get(key), value)}
+            if updates:
+                logger.info("requesting database %r on relation %s", wanted.get("database"), relation.id)
+                databag.update(updates)
+                changed = True
+        return changed
+
+
+class DatabaseRequires(RequirerEndpoint):
+    """Requirer side of one postgresql_client endpoint (limit 1)."""
+
+    def __init__(self, charm: ops.CharmBase, endpoint: str = DATABASE_ENDPOINT):
+        super().__init__(charm, endpoint)
+
+    def publish_request(self, database_name: str) -> bool:
+        """Ask the provider for `database_name` (leader only); return whether anything was written."""
+        if not database_name:
+            raise ValueError("database_name must not be empty")
+        return self._write_request(
+            {
+                "database": database_name,
+                "extra-user-roles": REQUESTED_ROLES,
+                "requested-secrets": json.dumps(list(REQUESTED_SECRETS)),
+            }
+        )
 
     def endpoint(self, default_database: str | None = None) -> DatabaseEndpoint | None:
         """The provider's answer, None until it has sent credentials and endpoints.

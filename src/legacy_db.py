@@ -17,7 +17,7 @@ import pgsql
 import pgsql.client
 
 from constants import LEGACY_DB_ENDPOINT
-from database import TLS_SSLMODES, DatabaseEndpoint, format_host_port, parse_port, validate_host
+from database import TLS_SSLMODES, DatabaseEndpoint, RequirerEndpoint, format_host_port, parse_port, validate_host
 from state import InvalidStateError
 
 logger = logging.getLogger(__name__)
@@ -116,12 +116,11 @@ def _standby_host(conninfo: str) -> str:
     return format_host_port(validate_host(params["host"]), parse_port(params.get("port") or DEFAULT_PORT))
 
 
-class LegacyDatabaseRequires:
+class LegacyDatabaseRequires(RequirerEndpoint):
     """Requirer side of the legacy pgsql endpoint (limit 1), wrapping pgsql.PostgreSQLClient."""
 
     def __init__(self, charm: ops.CharmBase, endpoint: str = LEGACY_DB_ENDPOINT):
-        self.charm = charm
-        self.endpoint_name = endpoint
+        super().__init__(charm, endpoint)
         self.client = pgsql.PostgreSQLClient(charm, endpoint)
 
     @property
@@ -135,21 +134,6 @@ class LegacyDatabaseRequires:
         on = self.client.on
         return (on.database_relation_joined, on.master_changed, on.database_relation_broken)
 
-    @property
-    def relations(self) -> list[ops.Relation]:
-        """The established relations on the endpoint (a broken one is already left out)."""
-        return list(self.charm.model.relations[self.endpoint_name])
-
-    @property
-    def relation(self) -> ops.Relation | None:
-        """The relation, if any (the first, if Juju let the operator add several)."""
-        relations = self.relations
-        return relations[0] if relations else None
-
-    def is_related(self) -> bool:
-        """Whether a PostgreSQL application is related on this endpoint."""
-        return bool(self.relations)
-
     def publish_request(self, database_name: str) -> bool:
         """Ask for `database_name` with the CREATEDB role (leader only); return whether anything changed.
 
@@ -158,17 +142,7 @@ class LegacyDatabaseRequires:
         """
         if not database_name:
             raise ValueError("database_name must not be empty")
-        if not self.charm.unit.is_leader():
-            return False
-        wanted = {"database": database_name, "roles": LEGACY_ROLES}
-        changed = False
-        for relation in self.relations:
-            databag = relation.data[self.charm.app]
-            updates = {key: value for key, value in wanted.items() if databag.get(key) != value}
-            if updates:
-                logger.info("requesting database %r on relation %s", database_name, relation.id)
-                databag.update(updates)
-                changed = True
+        changed = self._write_request({"database": database_name, "roles": LEGACY_ROLES})
         if changed:
             # The library's own sync: unit databag for old servers, leadership settings so
             # that non-leaders can tell whether the server has acted on the request.
@@ -181,16 +155,9 @@ class LegacyDatabaseRequires:
         Ready means (as the library decides) that the server mirrored our database and
         roles and allows our egress subnet. Raises InvalidStateError on malformed data.
         """
-        relations = self.relations
-        if len(relations) > 1:
-            apps = ", ".join(sorted(rel.app.name for rel in relations if rel.app))
-            raise InvalidStateError(
-                f"the {self.endpoint_name} endpoint is related to several applications ({apps}); "
-                f"keep one with `juju remove-relation {self.charm.app.name}:{self.endpoint_name} <app>`"
-            )
-        if not relations:
+        relation = self._single_relation()
+        if relation is None:
             return None
-        relation = relations[0]
         provider = relation.app.name if relation.app else "the PostgreSQL application"
         master = pgsql.client._master(self.client.log, relation, self.charm.unit)
         if not master:
