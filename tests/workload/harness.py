@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -216,6 +217,33 @@ def http_json(
         status, raw = exc.code, exc.read()
     answer = json.loads(raw) if raw else {}
     return status, answer if isinstance(answer, dict) else {"value": answer}
+
+
+_CLIENT_ADDRESSES = itertools.count(1)
+
+
+def client_address() -> dict[str, str]:
+    """Headers making a request come from a new client address (TEST-NET-2).
+
+    Synapse rate-limits logins and registrations per client address, which its listener
+    takes from X-Forwarded-For (the charm sets x_forwarded). Tests log in and register
+    more often than its defaults allow from one address; rate limits are not what they test.
+    """
+    n = next(_CLIENT_ADDRESSES)
+    return {"X-Forwarded-For": f"198.51.{100 + n // 250}.{n % 250 + 1}"}
+
+
+def login(user_id: str, password: str) -> tuple[int, dict[str, typing.Any]]:
+    """POST /_matrix/client/v3/login with a password, from a fresh client address."""
+    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password}
+    return http_json("POST", "/_matrix/client/v3/login", body, headers=client_address())
+
+
+def token_for(user_id: str, password: str) -> str:
+    """An access token for a user who must be able to log in."""
+    status, answer = login(user_id, password)
+    assert status == 200, answer
+    return str(answer["access_token"])
 
 
 def http_get(path: str, timeout: float = 10.0, base_url: str = BASE_URL) -> tuple[int, bytes]:

@@ -43,7 +43,6 @@ PROVIDER = "postgresql-k8s"
 # SQLite database takes Synapse about two minutes), and the pause between update-status hooks.
 PENDING_UPDATES_TIMEOUT = 400.0
 PENDING_UPDATES_PAUSE = 3.0
-_CLIENT_ADDRESSES = itertools.count()
 
 logger = logging.getLogger(__name__)
 
@@ -118,25 +117,6 @@ def record(driver: harness.CharmDriver) -> DatabaseRecord | None:
     """The leader's database record in peer data."""
     peer = next(rel for rel in driver.state.relations if rel.endpoint == PEER_RELATION)
     return DatabaseRecord.from_peer_data(typing.cast(dict[str, str], peer.local_app_data).get(PEER_DATABASE_KEY))
-
-
-def client_address() -> dict[str, str]:
-    """Headers making a request come from a new client address (Synapse rate-limits logins per address)."""
-    n = next(_CLIENT_ADDRESSES)
-    return {"X-Forwarded-For": f"203.0.113.{n % 250 + 1}"}
-
-
-def login(user_id: str, password: str) -> tuple[int, dict[str, typing.Any]]:
-    """POST /_matrix/client/v3/login with a password."""
-    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password}
-    return harness.http_json("POST", "/_matrix/client/v3/login", body, headers=client_address())
-
-
-def token_for(user_id: str, password: str) -> str:
-    """An access token for a user who must be able to log in."""
-    code, answer = login(user_id, password)
-    assert code == 200, answer
-    return str(answer["access_token"])
 
 
 def send_message(token: str, room_id: str, body: str) -> str:
@@ -244,7 +224,7 @@ def test_fresh_deploy_runs_on_a_c_database_the_charm_creates(
     # Synapse writes where the charm says: a registered user lands in the C database.
     user_id = driver.run_action("register-user", {"username": "carol", "password": "carol's password"})["user-id"]
     assert user_id in pg_users(postgres_server, used)
-    assert token_for(user_id, "carol's password")
+    assert harness.token_for(user_id, "carol's password")
     assert postgres_server.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", dbname=database) == [
         ["0"]
     ]
@@ -328,8 +308,8 @@ def on_sqlite(tmp_path_factory: pytest.TempPathFactory, synapse_venv: Path) -> I
             name: driver.run_action("register-user", {"username": name, "password": pw})["user-id"]
             for name, pw in passwords.items()
         }
-        alice = token_for(users["alice"], passwords["alice"])
-        bob = token_for(users["bob"], passwords["bob"])
+        alice = harness.token_for(users["alice"], passwords["alice"])
+        bob = harness.token_for(users["bob"], passwords["bob"])
         code, room = harness.http_json(
             "POST",
             "/_matrix/client/v3/createRoom",
@@ -409,7 +389,7 @@ def test_switch_from_sqlite_keeps_users_and_messages(
     assert not host_path(driver, PORT_CONFIG_PATH).exists()
 
     # The same users log in with the same passwords and read the same messages.
-    tokens = {user: token_for(user, password) for user, password in on_sqlite.passwords.items()}
+    tokens = {user: harness.token_for(user, password) for user, password in on_sqlite.passwords.items()}
     for token in tokens.values():
         assert message_bodies(token, on_sqlite.room_id) == on_sqlite.messages
 
@@ -452,6 +432,6 @@ def test_relation_removed_stops_synapse_and_relating_again_does_not_port_again(
         source=f"{DATABASE_ENDPOINT}:{relation.id}", use=f"{switched.database}_c", state="ready"
     )
     user, password = next(iter(on_sqlite.passwords.items()))
-    assert message_bodies(token_for(user, password), on_sqlite.room_id) == on_sqlite.messages
+    assert message_bodies(harness.token_for(user, password), on_sqlite.room_id) == on_sqlite.messages
     driver.run("update_status")
     assert status(driver) == ops.ActiveStatus()

@@ -61,12 +61,6 @@ def host_path(driver: harness.CharmDriver, path: PurePosixPath) -> Path:
     return driver.data_dir / path.relative_to(DATA_DIR)
 
 
-def login(user_id: str, password: str) -> tuple[int, dict]:
-    """POST /_matrix/client/v3/login with a password."""
-    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password}
-    return harness.http_json("POST", "/_matrix/client/v3/login", body)
-
-
 def server_secret_values(driver: harness.CharmDriver) -> list[str]:
     """The secret strings the charm holds in its Juju secret (the signing key's seed, not its name)."""
     secret = next(s for s in driver.state.secrets if s.label == SECRET_LABEL)
@@ -177,7 +171,7 @@ def test_register_admin_with_generated_password(deployed: harness.CharmDriver) -
 
     assert results["user-id"] == f"@alice:{SERVER_NAME}"
     assert len(results["password"]) >= 20
-    status, session = login(results["user-id"], results["password"])
+    status, session = harness.login(results["user-id"], results["password"])
     assert status == 200, session
     assert session["user_id"] == results["user-id"]
     status, user = harness.http_json(
@@ -193,7 +187,7 @@ def test_register_user_with_given_password(deployed: harness.CharmDriver) -> Non
     results = deployed.run_action("register-user", {"username": f"@bob:{SERVER_NAME}", "password": password})
 
     assert results == {"user-id": f"@bob:{SERVER_NAME}"}
-    status, session = login(f"@bob:{SERVER_NAME}", password)
+    status, session = harness.login(f"@bob:{SERVER_NAME}", password)
     assert status == 200, session
     status, answer = harness.http_json(
         "GET", f"/_synapse/admin/v2/users/@bob:{SERVER_NAME}", token=session["access_token"]
@@ -272,7 +266,7 @@ def test_container_wipe_keeps_the_server_identity(deployed: harness.CharmDriver,
         assert keys["verify_keys"] == verify_keys
         assert [s.id for s in fresh.state.secrets] == [s.id for s in identity.secrets]
         # The database really is new: users registered before the wipe are gone.
-        status, _ = login(f"@alice:{SERVER_NAME}", "whatever")
+        status, _ = harness.login(f"@alice:{SERVER_NAME}", "whatever")
         assert status == 403
     finally:
         fresh.stop()

@@ -8,7 +8,6 @@ test does not depend on another's users.
 """
 
 import dataclasses
-import itertools
 import json
 import typing
 from collections.abc import Iterator
@@ -36,7 +35,6 @@ ALL_ACTIONS: dict[str, dict[str, typing.Any]] = {
     "revoke-registration-token": {"token": "abc"},
 }
 PASSWORD = "a long enough password"
-_CLIENT_ADDRESSES = itertools.count(1)
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -45,31 +43,6 @@ _CLIENT_ADDRESSES = itertools.count(1)
 def uid(local: str) -> str:
     """A user ID of the test server."""
     return f"@{local}:{SERVER_NAME}"
-
-
-def client_address() -> dict[str, str]:
-    """Headers making a request come from a new client address (TEST-NET-2).
-
-    Synapse rate-limits logins and registrations per client address, which its listener
-    takes from X-Forwarded-For (the charm sets x_forwarded). These tests log in and
-    register more often than its defaults allow from one address; rate limits are not
-    what they test.
-    """
-    n = next(_CLIENT_ADDRESSES)
-    return {"X-Forwarded-For": f"198.51.{100 + n // 250}.{n % 250 + 1}"}
-
-
-def login(user: str, password: str) -> tuple[int, dict[str, typing.Any]]:
-    """POST /_matrix/client/v3/login with a password."""
-    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}
-    return harness.http_json("POST", "/_matrix/client/v3/login", body, headers=client_address())
-
-
-def token_for(user: str, password: str) -> str:
-    """An access token for a user who must be able to log in."""
-    status, answer = login(user, password)
-    assert status == 200, answer
-    return str(answer["access_token"])
 
 
 def whoami(token: str) -> int:
@@ -94,7 +67,7 @@ def client_register(
     """
     path = "/_matrix/client/v3/register" + (f"?kind={kind}" if kind else "")
     body: dict[str, typing.Any] = {"username": username, "password": password}
-    headers = client_address()
+    headers = harness.client_address()
     status, answer = harness.http_json("POST", path, body, headers=headers)
     if status != 401 or "session" not in answer:
         return status, answer
@@ -229,7 +202,7 @@ def test_admin_account_created_on_first_need(unit: harness.CharmDriver) -> None:
     status, me = admin_user_view(content["user-id"], content["access-token"])
     assert status == 200, me
     assert me["admin"] is True
-    assert token_for(content["user-id"], content["password"])
+    assert harness.token_for(content["user-id"], content["password"])
 
 
 def test_admin_account_is_reused(unit: harness.CharmDriver) -> None:
@@ -262,12 +235,12 @@ def test_token_with_one_use_registers_one_user(unit: harness.CharmDriver) -> Non
     assert status == 401, answer
     assert answer["errcode"] == "M_UNAUTHORIZED"
     assert token not in listed_tokens(unit)
-    assert login(uid("token-user-2"), PASSWORD)[0] == 403
+    assert harness.login(uid("token-user-2"), PASSWORD)[0] == 403
 
 
 def test_registration_needs_a_token(unit: harness.CharmDriver) -> None:
     status, answer = harness.http_json(
-        "POST", "/_matrix/client/v3/register", {"username": "no-token"}, headers=client_address()
+        "POST", "/_matrix/client/v3/register", {"username": "no-token"}, headers=harness.client_address()
     )
 
     assert status == 401, answer
@@ -337,7 +310,7 @@ def test_revoking_an_unknown_token_fails(unit: harness.CharmDriver) -> None:
 
 def test_promote_then_demote(unit: harness.CharmDriver, registered: tuple[str, str]) -> None:
     user, password = registered
-    token = token_for(user, password)
+    token = harness.token_for(user, password)
     assert admin_user_view(user, token)[0] == 403
 
     results = unit.run_action("promote-user-admin", {"username": user})
@@ -357,7 +330,7 @@ def test_promote_then_demote(unit: harness.CharmDriver, registered: tuple[str, s
 
 def test_anonymize_user(unit: harness.CharmDriver, registered: tuple[str, str]) -> None:
     user, password = registered
-    token = token_for(user, password)
+    token = harness.token_for(user, password)
     status, _ = harness.http_json(
         "PUT",
         f"/_matrix/client/v3/profile/{quote(user, safe='')}/displayname",
@@ -369,7 +342,7 @@ def test_anonymize_user(unit: harness.CharmDriver, registered: tuple[str, str]) 
     results = unit.run_action("anonymize-user", {"username": user})
 
     assert results == {"user-id": user, "deactivated": "true", "erased": "true"}
-    status, answer = login(user, password)
+    status, answer = harness.login(user, password)
     assert status == 403, answer
     assert whoami(token) == 401
     status, view = admin_user_view(user, admin_credentials(unit)["access-token"])
@@ -382,7 +355,7 @@ def test_anonymize_user(unit: harness.CharmDriver, registered: tuple[str, str]) 
 
 def test_reset_password_generated(unit: harness.CharmDriver, registered: tuple[str, str]) -> None:
     user, old_password = registered
-    old_token = token_for(user, old_password)
+    old_token = harness.token_for(user, old_password)
     assert whoami(old_token) == 200
 
     results = unit.run_action("reset-user-password", {"username": user})
@@ -392,8 +365,8 @@ def test_reset_password_generated(unit: harness.CharmDriver, registered: tuple[s
     assert len(results["password"]) >= 20
     assert results["password"] != old_password
     assert whoami(old_token) == 401
-    assert login(user, old_password)[0] == 403
-    assert whoami(token_for(user, results["password"])) == 200
+    assert harness.login(user, old_password)[0] == 403
+    assert whoami(harness.token_for(user, results["password"])) == 200
 
 
 def test_reset_password_given(unit: harness.CharmDriver, registered: tuple[str, str]) -> None:
@@ -403,8 +376,8 @@ def test_reset_password_given(unit: harness.CharmDriver, registered: tuple[str, 
     results = unit.run_action("reset-user-password", {"username": user, "password": new_password})
 
     assert results == {"user-id": user}
-    assert login(user, old_password)[0] == 403
-    assert token_for(user, new_password)
+    assert harness.login(user, old_password)[0] == 403
+    assert harness.token_for(user, new_password)
 
 
 @pytest.mark.parametrize("form", ["local", "full"])
@@ -479,7 +452,7 @@ def test_admin_account_recreated_when_its_password_fails(unit: harness.CharmDriv
     assert status == 200, answer
     assert harness.http_json("POST", "/_matrix/client/v3/logout", {}, token=before["access-token"])[0] == 200
     assert whoami(before["access-token"]) == 401
-    assert login(before["user-id"], before["password"])[0] == 403
+    assert harness.login(before["user-id"], before["password"])[0] == 403
 
     token = unit.run_action("create-registration-token")["token"]
 
@@ -509,7 +482,7 @@ def test_registration_disabled_refuses_even_a_valid_token(unit: harness.CharmDri
     assert token in listed_tokens(unit)
     auth = {"type": "m.login.registration_token", "token": token}
     body = {"username": "while-disabled", "password": PASSWORD, "auth": auth}
-    status, answer = harness.http_json("POST", "/_matrix/client/v3/register", body, headers=client_address())
+    status, answer = harness.http_json("POST", "/_matrix/client/v3/register", body, headers=harness.client_address())
     assert status == 403, answer
     assert answer["errcode"] == "M_FORBIDDEN"
     assert client_register("while-disabled", token=token)[0] == 403
@@ -541,7 +514,7 @@ def test_open_registration_needs_the_acknowledgement(unit: harness.CharmDriver) 
     assert state.unit_status == testing.ActiveStatus()
     assert unit.starts == starts + 1
     status, answer = harness.http_json(
-        "POST", "/_matrix/client/v3/register", {"username": "open-user"}, headers=client_address()
+        "POST", "/_matrix/client/v3/register", {"username": "open-user"}, headers=harness.client_address()
     )
     assert status == 401
     assert [flow["stages"] for flow in answer["flows"]] == [["m.login.dummy"]]
