@@ -57,13 +57,21 @@ class Hold:
 
 
 @dataclasses.dataclass(frozen=True)
+class Standby:
+    """Keep the files current but do not run Synapse: only the leader runs the main process."""
+
+    files: dict[PurePosixPath, WorkloadFile]
+    status: ops.StatusBase
+
+
+@dataclasses.dataclass(frozen=True)
 class Stop:
     """Synapse must not run; `status` says why and what to do."""
 
     status: ops.StatusBase
 
 
-Outcome = Desired | PrepareDatabase | Hold | Stop
+Outcome = Desired | PrepareDatabase | Standby | Hold | Stop
 
 
 class SynapseCharm(ops.CharmBase):
@@ -107,7 +115,29 @@ class SynapseCharm(ops.CharmBase):
             self._outcome = self._compute_outcome()
         return self._outcome
 
-    def _compute_outcome(self) -> Outcome:  # noqa: PLR0911 (one return per reason, in order)
+    def _compute_outcome(self) -> Outcome:
+        """What to run; on a non-leader, the same files on standby (see `_standby`)."""
+        outcome = self._compute_leader_outcome()
+        if isinstance(outcome, Desired) and not self.unit.is_leader():
+            return self._standby(outcome)
+        return outcome
+
+    def _standby(self, desired: Desired) -> Standby:
+        """A non-leader keeps the server's files but runs no Synapse.
+
+        A second Synapse main process would split the server (SQLite: a second server with the
+        same identity; PostgreSQL: two main processes on one database, which Synapse does not
+        support without workers). The files stay current so a new leader starts at once.
+        """
+        return Standby(
+            desired.files,
+            ops.BlockedStatus(
+                f"Synapse runs on the leader unit only (workers are not supported yet); scale back with "
+                f"`juju scale-application {self.app.name} 1`"
+            ),
+        )
+
+    def _compute_leader_outcome(self) -> Outcome:  # noqa: PLR0911 (one return per reason, in order)
         """Parse inputs, fetch the secrets, pick the database and render; never raises on bad input."""
         try:
             state = CharmState.from_charm(self)
@@ -203,6 +233,10 @@ class SynapseCharm(ops.CharmBase):
         if isinstance(outcome, Desired):
             self.workload.apply(outcome.files)
             self._set_workload_version()
+            return
+        if isinstance(outcome, Standby):
+            self.workload.sync_files(outcome.files)
+            self.workload.stop()
             return
         logger.info("not changing Synapse's configuration: %s", outcome.status.message)
         if not self.container.can_connect():
@@ -316,7 +350,7 @@ class SynapseCharm(ops.CharmBase):
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         """The unit's status, derived from the same evaluation as the reconcile."""
         outcome = self._evaluate()
-        if isinstance(outcome, Hold | Stop):
+        if isinstance(outcome, Hold | Stop | Standby):
             event.add_status(outcome.status)
         elif isinstance(outcome, PrepareDatabase):
             event.add_status(ops.MaintenanceStatus("preparing the PostgreSQL database"))
@@ -336,7 +370,7 @@ class SynapseCharm(ops.CharmBase):
         """What actions need to call this unit's Synapse, or why they cannot yet."""
         outcome = self._evaluate()
         if not isinstance(outcome, Desired):
-            reason = outcome.status.message if isinstance(outcome, Hold | Stop) else "preparing the database"
+            reason = outcome.status.message if isinstance(outcome, Hold | Stop | Standby) else "preparing the database"
             return f"the unit is not ready for this action: {reason}"
         client = SynapseClient()
         if not self.workload.is_running() or not client.is_healthy():

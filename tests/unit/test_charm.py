@@ -23,6 +23,7 @@ from constants import (
     SYNAPSE_VERSION,
 )
 from server_secrets import ServerSecrets
+from tests.pebble_calls import record_pebble_calls
 from tests.unit.conftest import CharmEnv, FakeSynapse, alive_check, ready_check, record_side_effects, synapse_mac
 from workload import pebble_layer
 
@@ -31,6 +32,10 @@ INACTIVE = ops.pebble.ServiceStatus.INACTIVE
 WAITING_CONTAINER = ops.WaitingStatus("waiting for the synapse container")
 WAITING_LEADER = ops.WaitingStatus("waiting for the leader to create the server's secrets")
 WAITING_READY = ops.WaitingStatus("waiting for Synapse to become ready")
+STANDBY = ops.BlockedStatus(
+    "Synapse runs on the leader unit only (workers are not supported yet); scale back with "
+    "`juju scale-application synapse 1`"
+)
 STORAGE = testing.Storage("data")
 
 
@@ -190,17 +195,20 @@ def combinations() -> list[tuple[str, str]]:
     return pairs
 
 
+# Starting states whose status does not depend on the event.
+START_STATUS: dict[str, ops.StatusBase] = {
+    "no-container": WAITING_CONTAINER,
+    "no-config": ops.BlockedStatus(""),  # message checked separately
+    "fresh-follower": WAITING_LEADER,
+    "follower": STANDBY,
+}
+
+
 def expected_status(start: str, event: str) -> ops.StatusBase:
     """The status each starting state should end in."""
-    if start == "no-container":
-        return WAITING_CONTAINER
-    if start == "no-config":
-        return ops.BlockedStatus("")  # message checked separately
-    if start == "fresh-follower":
-        return WAITING_LEADER
-    if event == "check-failed":
-        return WAITING_READY
-    if start == "restarted-pod" and event != "check-recovered":
+    if start in START_STATUS:
+        return START_STATUS[start]
+    if event == "check-failed" or (start == "restarted-pod" and event != "check-recovered"):
         return WAITING_READY
     return ops.ActiveStatus()
 
@@ -213,15 +221,16 @@ def test_lifecycle(env: CharmEnv, start: str, event: str) -> None:
     out = env.ctx.run(juju_event, state)
 
     expected = expected_status(start, event)
-    if isinstance(expected, ops.BlockedStatus):
+    if isinstance(expected, ops.BlockedStatus) and start == "no-config":
         assert isinstance(out.unit_status, ops.BlockedStatus)
         assert "invalid config server_name" in out.unit_status.message
         assert "`juju config synapse server_name=...`" in out.unit_status.message
     else:
         assert out.unit_status == expected
-    should_run = start in ("fresh-leader", "follower", "running", "restarted-pod")
+    # A follower keeps the server's files current but runs no Synapse (only the leader does).
+    should_run = start in ("fresh-leader", "running", "restarted-pod")
     assert (service(out) == ACTIVE) is should_run
-    assert env.host_path(CONFIG_PATH).exists() is should_run
+    assert env.host_path(CONFIG_PATH).exists() is (should_run or start == "follower")
     if start == "fresh-leader":
         (peer,) = out.get_relations(PEER_RELATION)
         assert peer.local_app_data == {PEER_SECRET_ID_KEY: env.server_secret(out).id}
@@ -582,3 +591,28 @@ def test_register_when_synapse_answers_garbage(env: CharmEnv, fake_synapse: Fake
     state = env.ready(env.started())
     fake_synapse.script("GET", "/_synapse/admin/v1/register", 200, "<html>maintenance</html>", content_type="text/html")
     assert register(env, state, username="alice") == "Synapse did not answer; retry once the unit is active"
+
+
+# --- one main process: only the leader runs Synapse ------------------------------------------
+
+
+def test_unit_that_loses_leadership_stops_synapse_and_keeps_its_files(env: CharmEnv) -> None:
+    state = dataclasses.replace(running(env), leader=False)
+    before = env.host_path(CONFIG_PATH).read_text()
+
+    with record_pebble_calls() as calls:
+        out = env.ctx.run(env.ctx.on.update_status(), state)
+
+    assert out.unit_status == STANDBY
+    assert calls.calls == [("stop", (SERVICE_NAME,))]
+    assert service(out) != ACTIVE
+    assert env.host_path(CONFIG_PATH).read_text() == before
+
+
+def test_actions_on_a_standby_unit_say_to_use_the_leader(env: CharmEnv) -> None:
+    state = dataclasses.replace(running(env), leader=False)
+
+    with pytest.raises(testing.ActionFailed) as excinfo:
+        env.ctx.run(env.ctx.on.action("register-user", params={"username": "alice"}), state)
+
+    assert excinfo.value.message == f"the unit is not ready for this action: {STANDBY.message}"

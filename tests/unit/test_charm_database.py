@@ -603,7 +603,10 @@ def test_non_leader_with_the_record_runs_on_the_same_database(env: CharmEnv) -> 
     assert yaml.safe_load(env.read(CONFIG_PATH, data_dir))["database"] == leader_database
     assert effects.relation_writes == []
     assert execs_run(env) == []
-    assert service(out) == ACTIVE
+    # On standby: the same config, ready for a failover, but only the leader runs Synapse.
+    assert service(out) != ACTIVE
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+    assert "runs on the leader unit only" in out.unit_status.message
 
 
 # --- collation -----------------------------------------------------------------------------

@@ -185,7 +185,10 @@ def test_non_leader_writes_the_same_files_as_the_leader(env: CharmEnv) -> None:
     out = env.pebble_ready(follower_state(env, leader, container=env.container(data_dir=follower_dir)))
 
     assert {path: env.read(path, follower_dir) for path in SECRET_FILES} == leader_files
-    assert out.get_container("synapse").service_statuses["synapse"] == ops.pebble.ServiceStatus.ACTIVE
+    # Ready to take over, but only the leader runs Synapse.
+    assert out.get_container("synapse").service_statuses.get("synapse") != ops.pebble.ServiceStatus.ACTIVE
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+    assert "runs on the leader unit only" in out.unit_status.message
     assert not any(secret.owner for secret in out.secrets)
 
 
