@@ -179,6 +179,8 @@ class Workload:
 
     def __init__(self, container: ops.Container):
         self.container = container
+        # homeserver.yaml as found in the container, read once per hook (None: not read yet).
+        self._installed: tuple[dict[str, typing.Any] | None] | None = None
 
     def _read(self, path: PurePosixPath) -> str | None:
         """Current content of a file in the container, None if absent."""
@@ -189,6 +191,12 @@ class Workload:
 
     def installed_config(self) -> dict[str, typing.Any] | None:
         """The homeserver.yaml in place (None if Synapse was never configured here)."""
+        if self._installed is None:
+            self._installed = (self._load_installed_config(),)
+        return self._installed[0]
+
+    def _load_installed_config(self) -> dict[str, typing.Any] | None:
+        """Read and parse the homeserver.yaml in the container."""
         content = self._read(CONFIG_PATH)
         if content is None:
             return None
@@ -222,6 +230,8 @@ class Workload:
 
     def push(self, path: PurePosixPath, file: WorkloadFile) -> None:
         """Push one file, owned by Synapse."""
+        if path == CONFIG_PATH:
+            self._installed = None
         self.container.push(
             path,
             file.content,
