@@ -74,6 +74,14 @@ class Stop:
 Outcome = Desired | PrepareDatabase | Standby | Hold | Stop
 
 
+def _port_failed(reason: str) -> ops.BlockedStatus:
+    """The status after a failed SQLite to PostgreSQL port."""
+    return ops.BlockedStatus(
+        f"{reason}; Synapse keeps running on SQLite; fix the cause, then remove and re-add the database relation "
+        "to retry"
+    )
+
+
 class SynapseCharm(ops.CharmBase):
     """Charm the Synapse homeserver."""
 
@@ -210,12 +218,7 @@ class SynapseCharm(ops.CharmBase):
         record = self._database_record()
         if record is not None and record.source == source:
             if record.state == "port-failed":
-                return Hold(
-                    ops.BlockedStatus(
-                        f"{record.reason}; Synapse keeps running on SQLite; fix the cause, then remove and re-add "
-                        "the database relation to retry"
-                    )
-                )
+                return Hold(_port_failed(record.reason))
             state = state.model_copy(update={"database": endpoint.model_copy(update={"database": record.use})})
             return Desired(state, server_secrets, render_files(state, server_secrets))
         if not self.unit.is_leader():
@@ -309,12 +312,7 @@ class SynapseCharm(ops.CharmBase):
             logger.error("%s", exc)
             self._write_database_record(DatabaseRecord(source=source, use=use, state="port-failed", reason=str(exc)))
             self.workload.keep_running()
-            return Hold(
-                ops.BlockedStatus(
-                    f"{exc}; Synapse keeps running on SQLite; fix the cause, then remove and re-add the database "
-                    "relation to retry"
-                )
-            )
+            return Hold(_port_failed(str(exc)))
         finally:
             self.workload.remove(PORT_CONFIG_PATH)
         logger.info("ported the SQLite database to PostgreSQL; the SQLite file is kept")
