@@ -84,6 +84,18 @@ class UserActions(ops.Object):
     called yet. Parameters are validated between the two, so bad input fails fast.
     """
 
+    # Action name -> handler method; every action in actions.yaml is here.
+    HANDLERS: typing.ClassVar[dict[str, str]] = {
+        "register-user": "_register_user",
+        "promote-user-admin": "_promote",
+        "demote-user-admin": "_demote",
+        "anonymize-user": "_anonymize",
+        "reset-user-password": "_reset_password",
+        "create-registration-token": "_create_token",
+        "list-registration-tokens": "_list_tokens",
+        "revoke-registration-token": "_revoke_token",
+    }
+
     def __init__(
         self,
         charm: ops.CharmBase,
@@ -94,24 +106,15 @@ class UserActions(ops.Object):
         self.charm = charm
         self._server_name = server_name
         self._ready_context = ready
-        self._handlers: dict[str, Callable[[ops.ActionEvent], dict[str, str]]] = {
-            "register-user": self._register_user,
-            "promote-user-admin": self._promote,
-            "demote-user-admin": self._demote,
-            "anonymize-user": self._anonymize,
-            "reset-user-password": self._reset_password,
-            "create-registration-token": self._create_token,
-            "list-registration-tokens": self._list_tokens,
-            "revoke-registration-token": self._revoke_token,
-        }
-        for name in self._handlers:
+        for name in self.HANDLERS:
             charm.framework.observe(charm.on[name].action, self._on_action)
 
     def _on_action(self, event: ops.ActionEvent) -> None:
         """Run the action's handler; map every failure to a failed action with a message."""
         name = event.handle.kind.removesuffix("_action").replace("_", "-")
+        handler: Callable[[ops.ActionEvent], dict[str, str]] = getattr(self, self.HANDLERS[name])
         try:
-            event.set_results(self._handlers[name](event))
+            event.set_results(handler(event))
         except (ActionError, InvalidStateError) as exc:
             event.fail(str(exc))
         except SynapseAPIError as exc:

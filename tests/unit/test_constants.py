@@ -1,0 +1,62 @@
+"""The charm's YAML files agree with the code: names, versions, options and actions."""
+
+from pathlib import Path
+
+import yaml
+
+from constants import (
+    CONTAINER_NAME,
+    DATA_DIR,
+    DATABASE_ENDPOINT,
+    LEGACY_DB_ENDPOINT,
+    PEER_RELATION,
+    SYNAPSE_VERSION,
+)
+from state import CharmConfig
+from user_actions import UserActions
+
+ROOT = Path(__file__).resolve().parents[2]
+METADATA = yaml.safe_load((ROOT / "metadata.yaml").read_text())
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())["options"]
+ACTIONS = yaml.safe_load((ROOT / "actions.yaml").read_text())
+
+
+def test_image_is_the_synapse_version_the_tests_install() -> None:
+    resource = METADATA["containers"][CONTAINER_NAME]["resource"]
+    assert METADATA["resources"][resource]["upstream-source"] == f"ghcr.io/element-hq/synapse:v{SYNAPSE_VERSION}"
+
+
+def test_storage_is_mounted_where_the_charm_writes() -> None:
+    (mount,) = METADATA["containers"][CONTAINER_NAME]["mounts"]
+    assert mount["location"] == str(DATA_DIR)
+    assert METADATA["storage"][mount["storage"]]["location"] == str(DATA_DIR)
+
+
+def test_endpoints_match_the_constants() -> None:
+    assert set(METADATA["peers"]) == {PEER_RELATION}
+    assert METADATA["requires"][DATABASE_ENDPOINT] == {
+        "interface": "postgresql_client",
+        "limit": 1,
+        "optional": True,
+    }
+    assert METADATA["requires"][LEGACY_DB_ENDPOINT] == {"interface": "pgsql", "limit": 1, "optional": True}
+
+
+def test_every_config_option_is_parsed_and_every_field_is_an_option() -> None:
+    assert set(CONFIG) == set(CharmConfig.model_fields)
+
+
+def test_config_defaults_parse_to_the_model_defaults() -> None:
+    defaults = {name: option["default"] for name, option in CONFIG.items() if "default" in option}
+    parsed = CharmConfig.from_juju({**defaults, "server_name": "chat.example.com"}, "synapse")
+    for name, field in CharmConfig.model_fields.items():
+        if name in ("server_name", "public_baseurl"):
+            continue
+        assert getattr(parsed, name) == field.default, name
+    assert parsed.public_baseurl == "https://chat.example.com/"
+
+
+def test_every_action_has_a_handler() -> None:
+    assert set(ACTIONS) == set(UserActions.HANDLERS)
+    for method in UserActions.HANDLERS.values():
+        assert callable(getattr(UserActions, method)), method
