@@ -15,8 +15,9 @@ import logging
 import ops
 import pgsql
 import pgsql.client
+import yaml
 
-from constants import LEGACY_DB_ENDPOINT
+from constants import LEGACY_DB_ENDPOINT, PEER_RELATION
 from database import TLS_SSLMODES, DatabaseEndpoint, RequirerEndpoint, format_host_port, parse_port, validate_host
 from state import InvalidStateError
 
@@ -121,7 +122,37 @@ class LegacyDatabaseRequires(RequirerEndpoint):
 
     def __init__(self, charm: ops.CharmBase, endpoint: str = LEGACY_DB_ENDPOINT):
         super().__init__(charm, endpoint)
+        # The library shares the leader's request with the other units through Juju leadership
+        # settings, i.e. the leader-get/leader-set hook tools, which are deprecated and absent
+        # from newer Juju (and it calls them on every leader event, related or not). Keep that
+        # data in our peer relation's application data instead, as the library's own TODO says.
+        pgsql.client._leader_get = self._shared_get
+        pgsql.client._leader_set = self._shared_set
         self.client = pgsql.PostgreSQLClient(charm, endpoint)
+
+    def _shared_databag(self) -> ops.RelationDataContent | None:
+        """Our peer relation's application databag, if the peer relation exists yet."""
+        relation = self.charm.model.get_relation(PEER_RELATION)
+        return relation.data[self.charm.app] if relation is not None else None
+
+    def _shared_get(self, attribute: str) -> str | None:
+        """What `leader-get ATTRIBUTE` would answer, from peer application data."""
+        databag = self._shared_databag()
+        return databag.get(attribute) if databag is not None else None
+
+    def _shared_set(self, settings: dict[str, str]) -> None:
+        """What `leader-set KEY=VALUE...` would store (the leader only; only changed keys)."""
+        databag = self._shared_databag()
+        if databag is None or not self.charm.unit.is_leader():
+            return
+        for key, raw in settings.items():
+            value = raw if raw and _yaml_nonempty(raw) else ""  # an empty mapping shares nothing
+            if (databag.get(key) or "") == value:
+                continue
+            if value:
+                databag[key] = value
+            else:
+                del databag[key]
 
     @property
     def events(self) -> tuple[ops.BoundEvent, ...]:
@@ -171,3 +202,11 @@ class LegacyDatabaseRequires(RequirerEndpoint):
                 f"{provider} sent an invalid connection string on the {self.endpoint_name} relation: {exc}; "
                 f"check `juju status {provider}`"
             ) from None
+
+
+def _yaml_nonempty(text: str) -> bool:
+    """Whether a YAML document holds anything (the library writes `{}` when it has nothing)."""
+    try:
+        return bool(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return True

@@ -37,7 +37,6 @@ from ops import testing  # noqa: E402
 
 from charm import SynapseCharm  # noqa: E402
 from constants import CONTAINER_NAME, DATA_DIR, PEER_RELATION, SERVICE_NAME, SYNAPSE_PORT  # noqa: E402
-from tests import pgsql_leader  # noqa: E402
 from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
 
 SERVER_NAME = "synapse.test"
@@ -129,7 +128,6 @@ def run_event(ctx: testing.Context[SynapseCharm], label: str, state: testing.Sta
 def run_sequence() -> SequenceResult:
     """Run the whole sequence once on a fresh unit and a fresh /data."""
     ctx = testing.Context(SynapseCharm)
-    pgsql_leader.install()  # ops-lib-pgsql's leader-get/leader-set: ops.testing has no hook tools
     timings: dict[str, list[float]] = {label: [] for label, _ in SEQUENCE}
     starts = restarts = 0
     all_calls: list[tuple[str, str, tuple[str, ...]]] = []

@@ -1,8 +1,8 @@
 """The legacy `db` endpoint (pgsql) through ops-lib-pgsql, against recorded server shapes.
 
-ops-lib-pgsql shares the leader's request with the other units through Juju leadership
-settings (`leader-get`/`leader-set`), which ops.testing does not provide: the tests
-substitute the library's two helpers with an in-memory store that persists across hooks.
+ops-lib-pgsql shares the leader's request with the other units through what it calls
+leadership settings; LegacyDatabaseRequires keeps them in the peer relation's application
+data (no leader-get/leader-set hook tools), so the tests carry that databag between hooks.
 The server side follows the pgsql protocol: it mirrors our `database`/`roles`/
 `extensions`, lists the `allowed-subnets` and publishes `master` (and `standbys`).
 """
@@ -22,6 +22,8 @@ from state import InvalidStateError
 
 DB_NAME = "synapse"
 RELATION_ID = 3
+PEER_ID = 9
+PEER_RELATION = "synapse-peers"
 # Juju's view of our unit: the server must list our egress subnet in allowed-subnets.
 OUR_EGRESS = "10.1.5.6/32"
 OUR_UNIT_DATA = {"egress-subnets": OUR_EGRESS, "ingress-address": "10.1.5.6", "private-address": "10.1.5.6"}
@@ -58,37 +60,6 @@ class LegacyCharm(ops.CharmBase):
 
 
 @dataclasses.dataclass
-class LeaderSettings:
-    """Juju leadership settings, in memory: what `leader-get`/`leader-set` would see."""
-
-    values: dict[str, str] = dataclasses.field(default_factory=dict)
-    sets: int = 0
-
-    def get(self, attribute: str) -> str | None:
-        return self.values.get(attribute)
-
-    def set(self, settings: dict[str, str]) -> None:
-        self.sets += 1
-        for key, value in settings.items():
-            if value:
-                self.values[key] = value
-            else:
-                self.values.pop(key, None)
-
-    def request(self, relation_id: int = RELATION_ID) -> dict[str, str]:
-        """The request the library shared with non-leaders for a relation."""
-        return yaml.safe_load(self.values.get(pgsql.client.LEADER_KEY) or "{}").get(relation_id, {})
-
-
-@pytest.fixture
-def leader_settings(monkeypatch: pytest.MonkeyPatch) -> LeaderSettings:
-    store = LeaderSettings()
-    monkeypatch.setattr(pgsql.client, "_leader_get", store.get)
-    monkeypatch.setattr(pgsql.client, "_leader_set", store.set)
-    return store
-
-
-@dataclasses.dataclass
 class Run:
     state: testing.State
     result: DatabaseEndpoint | None
@@ -113,6 +84,16 @@ class Run:
     def unit_data(self) -> dict[str, str]:
         """Our unit databag on the relation."""
         return dict(typing.cast(typing.Mapping[str, str], self.relation.local_unit_data))
+
+    @property
+    def shared(self) -> dict[str, str]:
+        """The peer relation's application databag, where the library's shared data lives."""
+        peer = self.state.get_relation(PEER_ID)
+        return dict(typing.cast(typing.Mapping[str, str], peer.local_app_data))
+
+    def shared_request(self, relation_id: int = RELATION_ID) -> dict[str, str]:
+        """The request the library shared with non-leaders for a relation."""
+        return yaml.safe_load(self.shared.get(pgsql.client.LEADER_KEY) or "{}").get(relation_id, {})
 
 
 def run(state: testing.State, event: typing.Callable[[testing.Context[LegacyCharm]], typing.Any]) -> Run:
@@ -162,10 +143,15 @@ def new_relation(**kwargs: typing.Any) -> testing.Relation:
     )
 
 
-def joined(leader: bool = True) -> Run:
+def peer(shared: dict[str, str] | None = None) -> testing.PeerRelation:
+    """The peer relation, with the shared (leader-written) application data."""
+    return testing.PeerRelation(PEER_RELATION, id=PEER_ID, local_app_data=dict(shared or {}))
+
+
+def joined(leader: bool = True, shared: dict[str, str] | None = None) -> Run:
     relation = new_relation()
     return run(
-        testing.State(leader=leader, relations=frozenset({relation})),
+        testing.State(leader=leader, relations=frozenset({relation, peer(shared)})),
         lambda ctx: ctx.on.relation_joined(relation, remote_unit=0),
     )
 
@@ -173,23 +159,28 @@ def joined(leader: bool = True) -> Run:
 def server_answers(previous: Run, **server: typing.Any) -> Run:
     """The next hook: relation-changed after the server wrote its unit data."""
     relation = dataclasses.replace(previous.relation, remote_units_data={0: server_data(**server)})
-    state = dataclasses.replace(previous.state, relations=frozenset({relation}))
-    return run(state, lambda ctx: ctx.on.relation_changed(relation, remote_unit=0))
+    return run(with_relation(previous.state, relation), lambda ctx: ctx.on.relation_changed(relation, remote_unit=0))
 
 
-def test_leader_requests_database_and_createdb_role(leader_settings: LeaderSettings) -> None:
+def with_relation(state: testing.State, relation: testing.Relation) -> testing.State:
+    """`state` with `relation` replacing the one of the same ID (the peer relation is kept)."""
+    others = {other for other in state.relations if other.id != relation.id}
+    return dataclasses.replace(state, relations=frozenset({*others, relation}))
+
+
+def test_leader_requests_database_and_createdb_role() -> None:
     first = joined()
 
     assert first.app_data == {"database": DB_NAME, "roles": LEGACY_ROLES}
     # The library mirrors the request for old servers and for the other units.
     assert first.unit_data["database"] == DB_NAME
     assert first.unit_data["roles"] == LEGACY_ROLES
-    assert leader_settings.request() == {"database": DB_NAME, "roles": LEGACY_ROLES, "extensions": ""}
+    assert first.shared_request() == {"database": DB_NAME, "roles": LEGACY_ROLES, "extensions": ""}
     assert first.result is None
     assert first.status == ops.WaitingStatus("waiting for the database")
 
 
-def test_ready_master_becomes_the_endpoint(leader_settings: LeaderSettings) -> None:
+def test_ready_master_becomes_the_endpoint() -> None:
     first = joined()
 
     answered = server_answers(first, request=first.app_data)
@@ -204,11 +195,11 @@ def test_ready_master_becomes_the_endpoint(leader_settings: LeaderSettings) -> N
     assert answered.status == ops.ActiveStatus("relation_id_3@10.1.36.7:5432/synapse")
 
 
-def test_non_leader_uses_the_leaders_request(leader_settings: LeaderSettings) -> None:
+def test_non_leader_uses_the_leaders_request() -> None:
     leader = joined()
     request = leader.app_data
 
-    follower = joined(leader=False)
+    follower = joined(leader=False, shared=leader.shared)
     # The library copies the leader's request into the follower's unit data; the app data is the leader's.
     assert follower.unit_data["database"] == DB_NAME
     assert follower.unit_data["roles"] == LEGACY_ROLES
@@ -219,13 +210,13 @@ def test_non_leader_uses_the_leaders_request(leader_settings: LeaderSettings) ->
     assert answered.result.user == "relation_id_3"
 
 
-def test_server_data_in_the_app_databag_works_too(leader_settings: LeaderSettings) -> None:
+def test_server_data_in_the_app_databag_works_too() -> None:
     first = joined()
     relation = dataclasses.replace(
         first.relation, remote_app_data=server_data(first.app_data), remote_units_data={0: {}}
     )
     answered = run(
-        dataclasses.replace(first.state, relations=frozenset({relation})),
+        with_relation(first.state, relation),
         lambda ctx: ctx.on.relation_changed(relation, remote_unit=0),
     )
 
@@ -245,14 +236,14 @@ def test_server_data_in_the_app_databag_works_too(leader_settings: LeaderSetting
         pytest.param({"request": {"database": DB_NAME, "roles": LEGACY_ROLES}, "master": ""}, id="no-master"),
     ],
 )
-def test_not_ready_is_none(leader_settings: LeaderSettings, server: dict[str, typing.Any]) -> None:
+def test_not_ready_is_none(server: dict[str, typing.Any]) -> None:
     answered = server_answers(joined(), **server)
 
     assert answered.result is None
     assert answered.status == ops.WaitingStatus("waiting for the database")
 
 
-def test_master_change_is_followed(leader_settings: LeaderSettings) -> None:
+def test_master_change_is_followed() -> None:
     first = joined()
     request = first.app_data
     answered = server_answers(first, request=request)
@@ -263,7 +254,7 @@ def test_master_change_is_followed(leader_settings: LeaderSettings) -> None:
     assert moved.result.host == "10.1.36.8"
 
 
-def test_tls_and_standbys(leader_settings: LeaderSettings) -> None:
+def test_tls_and_standbys() -> None:
     first = joined()
     answered = server_answers(
         first,
@@ -277,7 +268,7 @@ def test_tls_and_standbys(leader_settings: LeaderSettings) -> None:
     assert answered.result.read_only_hosts == ("10.1.36.9:5432", "[fd00::9]:5432")
 
 
-def test_standby_without_host_blocks(leader_settings: LeaderSettings) -> None:
+def test_standby_without_host_blocks() -> None:
     first = joined()
     answered = server_answers(first, request=first.app_data, standbys="port=5432 dbname=synapse")
 
@@ -285,7 +276,7 @@ def test_standby_without_host_blocks(leader_settings: LeaderSettings) -> None:
     assert "a standby connection string lacks host" in answered.status.message
 
 
-def test_relation_accessors_and_empty_name(leader_settings: LeaderSettings) -> None:
+def test_relation_accessors_and_empty_name() -> None:
     ctx = testing.Context(LegacyCharm, meta=META)
     relation = new_relation()
     with ctx(ctx.on.update_status(), testing.State(leader=True, relations={relation})) as manager:
@@ -301,7 +292,7 @@ def test_relation_accessors_and_empty_name(leader_settings: LeaderSettings) -> N
         assert manager.charm.db.endpoint() is None
 
 
-def test_relation_broken_is_none(leader_settings: LeaderSettings) -> None:
+def test_relation_broken_is_none() -> None:
     first = joined()
     answered = server_answers(first, request=first.app_data)
 
@@ -311,26 +302,23 @@ def test_relation_broken_is_none(leader_settings: LeaderSettings) -> None:
     assert broken.status == ops.WaitingStatus("waiting for the database")
 
 
-def test_no_op_reconcile_writes_nothing(leader_settings: LeaderSettings) -> None:
+def test_no_op_reconcile_writes_nothing() -> None:
     first = joined()
     answered = server_answers(first, request=first.app_data)
-    sets_before = leader_settings.sets
 
     again = run(answered.state, lambda ctx: ctx.on.update_status())
     changed_again = run(answered.state, lambda ctx: ctx.on.relation_changed(answered.relation, remote_unit=0))
 
     assert again.relation_sets == []
     assert changed_again.relation_sets == []
-    assert leader_settings.sets == sets_before
     assert again.result == answered.result
 
 
-def test_non_leader_publish_writes_nothing(leader_settings: LeaderSettings) -> None:
+def test_non_leader_publish_writes_nothing() -> None:
     relation = new_relation()
     follower = run(testing.State(leader=False, relations=frozenset({relation})), lambda ctx: ctx.on.update_status())
 
     assert follower.relation_sets == []
-    assert leader_settings.sets == 0
 
 
 @pytest.mark.parametrize(
@@ -346,7 +334,7 @@ def test_non_leader_publish_writes_nothing(leader_settings: LeaderSettings) -> N
         ("=5432 host=pg", "expected keyword=value"),
     ],
 )
-def test_malformed_master_blocks(leader_settings: LeaderSettings, master: str, reason: str) -> None:
+def test_malformed_master_blocks(master: str, reason: str) -> None:
     first = joined()
 
     answered = server_answers(first, request=first.app_data, master=master)
@@ -357,7 +345,7 @@ def test_malformed_master_blocks(leader_settings: LeaderSettings, master: str, r
     assert reason in answered.status.message
 
 
-def test_malformed_master_never_echoes_the_password(leader_settings: LeaderSettings) -> None:
+def test_malformed_master_never_echoes_the_password() -> None:
     first = joined()
 
     answered = server_answers(first, request=first.app_data, master="host=pg user=u password=two words dbname=x")
@@ -367,7 +355,7 @@ def test_malformed_master_never_echoes_the_password(leader_settings: LeaderSetti
     assert "two" not in answered.status.message
 
 
-def test_two_related_applications_block(leader_settings: LeaderSettings) -> None:
+def test_two_related_applications_block() -> None:
     first = new_relation()
     second = testing.Relation(LEGACY_DB_ENDPOINT, interface="pgsql", id=4, remote_app_name="old-pg")
     blocked = run(testing.State(leader=True, relations={first, second}), lambda ctx: ctx.on.update_status())
@@ -422,3 +410,29 @@ def test_endpoint_from_conninfo_defaults_the_port_and_unquotes() -> None:
 def test_parse_conninfo_rejects(text: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         parse_conninfo(text)
+
+
+# Shared data without Juju leadership settings
+
+
+@pytest.mark.parametrize("event", ["leader_elected", "upgrade_charm"])
+@pytest.mark.parametrize("related", [False, True], ids=["unrelated", "related"])
+def test_leader_events_use_peer_data_not_the_leader_settings_hook_tools(event: str, related: bool) -> None:
+    # The library handles these itself. Nothing substitutes leader-get/leader-set here, so a
+    # call to them would raise (there is no such tool) and ops.testing would report it.
+    relations = {peer(), new_relation()} if related else {peer()}
+    out = run(testing.State(leader=True, relations=frozenset(relations)), lambda ctx: getattr(ctx.on, event)())
+
+    if related:  # the library's per-relation mirror went to the peer relation
+        assert set(yaml.safe_load(out.shared[pgsql.client.LEADER_KEY])) == {RELATION_ID}
+    else:  # nothing to share: nothing written
+        assert out.shared == {}
+        assert out.relation_sets == []
+
+
+def test_without_the_peer_relation_nothing_is_shared_and_nothing_fails() -> None:
+    relation = new_relation()
+    out = run(testing.State(leader=True, relations=frozenset({relation})), lambda ctx: ctx.on.update_status())
+
+    assert out.app_data == {"database": DB_NAME, "roles": LEGACY_ROLES}
+    assert out.result is None

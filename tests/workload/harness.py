@@ -56,7 +56,6 @@ from constants import (  # noqa: E402
     SYNAPSE_UID,
     SYNAPSE_VERSION,
 )
-from tests import pgsql_leader  # noqa: E402
 from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -557,7 +556,6 @@ class CharmDriver:
             data_dir, venv or ensure_synapse_venv(), log_path or data_dir.parent / f"{data_dir.name}-synapse.log"
         )
         self.history: list[PebbleCalls] = []
-        self.leader_settings = pgsql_leader.LeaderSettings()
         self.execs: list[list[str]] = []  # every command the charm ran through container.exec
         container = testing.Container(
             CONTAINER_NAME,
@@ -629,7 +627,6 @@ class CharmDriver:
     def _recorded(self) -> Iterator[None]:
         """Mirror the real process into the State, record Pebble calls, then replay them."""
         self.state = self._mirrored(self.state)
-        pgsql_leader.install(self.leader_settings)
         with (
             record_pebble_calls(self._on_pebble_call) as calls,
             mock.patch.object(ops.Container, "exec", self._exec_method()),
