@@ -32,7 +32,7 @@ DEFAULT_POSTGRES_PORT = 5432
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
 
 
-_PORT = re.compile(r"^[0-9]{1,5}$")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def validate_host(host: str) -> str:
@@ -49,7 +49,7 @@ def validate_host(host: str) -> str:
 def parse_port(text: str) -> int:
     """A TCP port number, or ValueError."""
     text = text.strip()
-    if not _PORT.match(text) or not 1 <= int(text) <= 65535:
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
         raise ValueError(f"{text!r} is not a port number (1-65535)")
     return int(text)
 

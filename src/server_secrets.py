@@ -18,7 +18,7 @@ from state import InvalidStateError
 
 logger = logging.getLogger(__name__)
 
-_SIGNING_KEY = re.compile(r"^ed25519 a_[A-Za-z0-9]{4} [A-Za-z0-9+/]{43}$")
+_SIGNING_KEY = re.compile(r"ed25519 a_[A-Za-z0-9]{4} [A-Za-z0-9+/]{43}")
 
 
 def generate_signing_key() -> str:
@@ -42,7 +42,7 @@ class ServerSecrets(BaseModel):
     @classmethod
     def _signing_key(cls, value: str) -> str:
         """The one-line format Synapse reads from signing_key_path."""
-        if not _SIGNING_KEY.match(value.strip()):
+        if not _SIGNING_KEY.fullmatch(value.strip()):
             raise ValueError("not an 'ed25519 a_XXXX <base64>' signing key")
         return value.strip()
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from constants import DATABASE_CA_PATH
 
-_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_PORT = re.compile(r"^[0-9]{1,5}$")
-_SIZE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_PORT = re.compile(r"[0-9]{1,5}")
+_SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
 # RFC 3986 characters (unreserved, reserved and percent-escapes), nothing else.
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 MAX_URL_LENGTH = 2048
@@ -33,7 +33,7 @@ class InvalidStateError(Exception):
 
 def _check_port(port: str) -> None:
     """Raise ValueError unless `port` is a TCP port number."""
-    if not _PORT.match(port) or not 1 <= int(port) <= 65535:
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
         raise ValueError(f"{port!r} is not a port number (1-65535)")
 
 
@@ -42,7 +42,7 @@ def validate_hostname(name: str) -> str:
     if not name or len(name) > 253:
         raise ValueError(f"{name!r} is not a valid host name")
     labels = name.rstrip(".").split(".") if name != "." else [""]
-    if not all(_DNS_LABEL.match(label) for label in labels):
+    if not all(_DNS_LABEL.fullmatch(label) for label in labels):
         raise ValueError(f"{name!r} is not a valid host name")
     if len(labels) > 1 and labels[-1].isdigit():
         raise ValueError(f"{name!r} is not a valid host name (numeric top-level domain)")
@@ -151,7 +151,7 @@ class CharmConfig(BaseModel):
     def _size(cls, value: object) -> str:
         """A byte size with an optional K/M/G/T suffix, as Synapse parses it."""
         text = str(value).strip().upper()
-        if not _SIZE.match(text):
+        if not _SIZE.fullmatch(text):
             raise ValueError(f"{value!r} is not a size such as 50M (digits, then K, M, G or T)")
         return text
 

@@ -5,9 +5,9 @@ import re
 from state import InvalidStateError
 
 # Localparts Synapse accepts for new users (the Matrix spec's grammar, lower case).
-_LOCALPART = re.compile(r"^[a-z0-9._=\-/+]+$")
+_LOCALPART = re.compile(r"[a-z0-9._=\-/+]+")
 # Localparts existing users may have (historical IDs: printable ASCII except ':').
-_HISTORICAL_LOCALPART = re.compile(r"^[!-9;-~]+$")
+_HISTORICAL_LOCALPART = re.compile(r"[!-9;-~]+")
 MAX_USER_ID_LENGTH = 255
 
 
@@ -27,10 +27,10 @@ def localpart(username: str, server_name: str, new: bool = True) -> str:
     if not name:
         raise InvalidStateError("the username is empty")
     if not new:
-        if not _HISTORICAL_LOCALPART.match(name):
+        if not _HISTORICAL_LOCALPART.fullmatch(name):
             raise InvalidStateError(f"{username!r} is not a valid Matrix username")
         return name
-    if not _LOCALPART.match(name):
+    if not _LOCALPART.fullmatch(name):
         raise InvalidStateError(f"{username!r} is not a valid username: use lower-case letters, digits and . _ = - / +")
     if name.startswith("_"):
         raise InvalidStateError(f"{username!r}: usernames may not begin with '_'")

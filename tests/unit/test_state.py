@@ -443,3 +443,22 @@ def test_config_is_frozen_and_ignores_unknown_options() -> None:
     assert not hasattr(config, "unknown")
     with pytest.raises(ValueError, match="frozen"):
         config.server_name = "other.example"  # type: ignore[misc]
+
+
+# --- a newline before the end of a value is not a valid end (regex `$` would allow it) -------
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("server_name", "chat.example.com\n:8448"),
+        ("server_name", "chat.example.com:84\n48"),
+        ("server_name", "chat.example.com:8448\n\n:1"),
+        ("public_baseurl", "https://chat.example.com\n/"),
+        ("max_upload_size", "50M\nx"),
+        ("federation_domain_whitelist", "matrix.org\n:8448"),
+        ("trusted_key_servers", "matrix.org:8448\n:1"),
+    ],
+)
+def test_embedded_newlines_are_rejected(option: str, value: str) -> None:
+    rejected(option, value)

@@ -57,3 +57,11 @@ def test_user_id_length_limit() -> None:
 
 def test_user_id() -> None:
     assert user_id("alice", "example.com:8448") == "@alice:example.com:8448"
+
+
+@pytest.mark.parametrize("name", ["ali\nce", "alice\n:x", "@alice\n:example.com"])
+def test_embedded_newlines_are_not_usernames(name: str) -> None:
+    with pytest.raises(InvalidStateError):
+        localpart(name, "example.com")
+    with pytest.raises(InvalidStateError):
+        localpart(name, "example.com", new=False)
