@@ -1,4 +1,4 @@
-"""Typed charm state: Juju config (and, later, relation data) parsed in one place.
+"""Typed charm state: Juju config and relation data parsed into pydantic models, in one place.
 
 Everything the charm renders comes from a `CharmState`. Bad input never reaches a
 template: it raises `InvalidStateError`, whose message names the offending option and
