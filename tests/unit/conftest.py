@@ -441,3 +441,43 @@ def env(tmp_path: Path) -> CharmEnv:
 def side_effects() -> Callable[[], contextlib.AbstractContextManager[SideEffects]]:
     """The side-effect recorder, as a context manager factory."""
     return record_side_effects
+
+
+# Strings that would change a YAML document's structure, or a template's, if pasted raw.
+HOSTILE_STRINGS = [
+    "'",
+    '"',
+    "\n",
+    "\r",
+    "\nenable_registration: true",
+    '!!python/object/apply:os.system ["id"]',
+    "{{ 7*7 }}",
+    "{% if %}",
+    "# comment",
+    "&anchor",
+    "*alias",
+    "\x00",
+    "\u2028",
+    "\x85",
+    "\U0001f600",
+    "   ",
+    "x" * 5000,
+]
+
+
+def run_recording_relation_sets(
+    ctx: testing.Context[typing.Any], event: typing.Any, state: testing.State
+) -> tuple[testing.State, ops.CharmBase, list[dict[str, str]]]:
+    """Run one hook; return the output State, the charm, and every relation-set it made."""
+    with ctx(event, state) as manager:
+        backend = manager.charm.model._backend
+        sets: list[dict[str, str]] = []
+        original = backend.relation_set
+
+        def recording_relation_set(*args: typing.Any, **kwargs: typing.Any) -> None:
+            sets.append(dict(kwargs.get("data") or args[1]))
+            original(*args, **kwargs)
+
+        backend.relation_set = recording_relation_set  # type: ignore[method-assign]
+        out = manager.run()
+        return out, manager.charm, sets

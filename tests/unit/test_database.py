@@ -31,6 +31,7 @@ from database import (
     parse_host_port,
 )
 from state import InvalidStateError
+from tests.unit.conftest import run_recording_relation_sets
 
 DB_NAME = "synapse"
 PROVIDER_APP = "postgresql-k8s"
@@ -157,18 +158,8 @@ def run_requirer(
 ) -> RequirerRun:
     """Run one hook on the requirer, recording every relation-set it makes."""
     ctx = testing.Context(RequirerCharm, meta=REQUIRER_META, juju_version=juju_version)
-    with ctx(event(ctx), state) as manager:
-        backend = manager.charm.model._backend
-        sets: list[dict[str, str]] = []
-        original = backend.relation_set
-
-        def recording_relation_set(*args: typing.Any, **kwargs: typing.Any) -> None:
-            sets.append(dict(kwargs.get("data") or args[1]))
-            original(*args, **kwargs)
-
-        backend.relation_set = recording_relation_set  # type: ignore[method-assign]
-        out = manager.run()
-        return RequirerRun(out, manager.charm.result, sets)
+    out, charm, sets = run_recording_relation_sets(ctx, event(ctx), state)
+    return RequirerRun(out, typing.cast(RequirerCharm, charm).result, sets)
 
 
 def requirer_relation(

@@ -19,6 +19,7 @@ from ops import testing
 from database import DatabaseEndpoint
 from legacy_db import LEGACY_DB_ENDPOINT, LEGACY_ROLES, LegacyDatabaseRequires, endpoint_from_conninfo, parse_conninfo
 from state import InvalidStateError
+from tests.unit.conftest import run_recording_relation_sets
 
 DB_NAME = "synapse"
 RELATION_ID = 3
@@ -99,18 +100,8 @@ class Run:
 def run(state: testing.State, event: typing.Callable[[testing.Context[LegacyCharm]], typing.Any]) -> Run:
     """Run one hook, recording every relation-set the charm (or the library) makes."""
     ctx = testing.Context(LegacyCharm, meta=META)
-    with ctx(event(ctx), state) as manager:
-        backend = manager.charm.model._backend
-        sets: list[dict[str, str]] = []
-        original = backend.relation_set
-
-        def recording_relation_set(*args: typing.Any, **kwargs: typing.Any) -> None:
-            sets.append(dict(kwargs.get("data") or args[1]))
-            original(*args, **kwargs)
-
-        backend.relation_set = recording_relation_set  # type: ignore[method-assign]
-        out = manager.run()
-        return Run(out, manager.charm.result, sets)
+    out, charm, sets = run_recording_relation_sets(ctx, event(ctx), state)
+    return Run(out, typing.cast(LegacyCharm, charm).result, sets)
 
 
 def server_data(

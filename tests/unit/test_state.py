@@ -5,6 +5,7 @@ import typing
 import pytest
 
 from state import LOG_LEVELS, CharmConfig, InvalidStateError, split_list, validate_hostname, validate_server_name
+from tests.unit.conftest import HOSTILE_STRINGS
 
 APP = "synapse"
 
@@ -379,24 +380,7 @@ def test_open_registration_needs_the_acknowledgement() -> None:
 
 # --- hostile strings at the parser -------------------------------------------------------
 
-HOSTILE = [
-    "'",
-    '"',
-    "\n",
-    "\r",
-    "\nenable_registration: true",
-    '!!python/object/apply:os.system ["id"]',
-    "{{ 7*7 }}",
-    "{% if %}",
-    "# comment",
-    "&anchor",
-    "*alias",
-    "\x00",
-    "\u2028",
-    "\x85",
-    "\U0001f600",
-    "x" * 5000,
-]
+HOSTILE = HOSTILE_STRINGS
 STRING_OPTIONS = {
     "server_name": "example.com",
     "public_baseurl": "https://example.com/",

@@ -37,7 +37,7 @@ from constants import (
 )
 from server_secrets import ServerSecrets
 from state import CharmConfig, CharmState, InvalidStateError
-from tests.unit.conftest import CharmEnv, record_side_effects
+from tests.unit.conftest import HOSTILE_STRINGS, CharmEnv, record_side_effects
 from workload import TEMPLATES_DIR, _yaml_value, pebble_layer, render_files, render_homeserver_config, render_log_config
 
 SECRET_PATHS = (SIGNING_KEY_PATH, REGISTRATION_SECRET_PATH, MACAROON_SECRET_PATH, FORM_SECRET_PATH)
@@ -459,25 +459,7 @@ def test_unreadable_installed_config_does_not_lock_server_name(env: CharmEnv, co
 
 # --- hostile strings through the whole charm ---------------------------------------------
 
-HOSTILE = [
-    "'",
-    '"',
-    "\n",
-    "\r",
-    "\nenable_registration: true",
-    '!!python/object/apply:os.system ["id"]',
-    "{{ 7*7 }}",
-    "{% if %}",
-    "# comment",
-    "&anchor",
-    "*alias",
-    "\x00",
-    "\u2028",
-    "\x85",
-    "\U0001f600",
-    "   ",
-    "x" * 4000,
-]
+HOSTILE = HOSTILE_STRINGS
 # Each string option with a good value; the list options are non-empty so every optional key renders.
 GOOD = {
     "server_name": "example.com",
