@@ -387,7 +387,8 @@ def test_legacy_db_relation_gives_the_same_result(env: CharmEnv) -> None:
     assert out.unit_status == ops.ActiveStatus()
 
 
-def test_legacy_master_change_restarts_once(env: CharmEnv) -> None:
+def running_on_legacy_db(env: CharmEnv) -> tuple[testing.State, testing.Relation]:
+    """A leader running on the legacy db relation (joined, answered, ready); and that relation."""
     relation = legacy_relation(answered=False)
     joined = env.run(
         env.ctx.on.relation_joined(relation, remote_unit=0), with_execs(env.state(relations={relation}), collation())
@@ -395,6 +396,11 @@ def test_legacy_master_change_restarts_once(env: CharmEnv) -> None:
     answered = dataclasses.replace(relation_on(joined, LEGACY_DB_ENDPOINT), remote_units_data={0: legacy_server_data()})
     out = env.ready(env.run(env.ctx.on.relation_changed(answered, remote_unit=0), with_relations(joined, answered)))
     execs_run(env)
+    return out, answered
+
+
+def test_legacy_master_change_restarts_once(env: CharmEnv) -> None:
+    out, answered = running_on_legacy_db(env)
 
     moved = dataclasses.replace(
         answered, remote_units_data={0: legacy_server_data(LEGACY_MASTER.replace(HOST, "10.152.183.40"))}
@@ -1030,13 +1036,7 @@ def test_no_op_hooks_change_nothing(env: CharmEnv) -> None:
 
 
 def test_legacy_no_op_hooks_change_nothing(env: CharmEnv) -> None:
-    relation = legacy_relation(answered=False)
-    joined = env.run(
-        env.ctx.on.relation_joined(relation, remote_unit=0), with_execs(env.state(relations={relation}), collation())
-    )
-    answered = dataclasses.replace(relation_on(joined, LEGACY_DB_ENDPOINT), remote_units_data={0: legacy_server_data()})
-    out = env.ready(env.run(env.ctx.on.relation_changed(answered, remote_unit=0), with_relations(joined, answered)))
-    execs_run(env)
+    out, _ = running_on_legacy_db(env)
 
     with record_side_effects() as effects:
         for event in (env.ctx.on.update_status(), env.ctx.on.config_changed(), env.ctx.on.upgrade_charm()):
