@@ -18,14 +18,14 @@ from constants import (
     PEER_RELATION,
     PORT_CONFIG_PATH,
 )
-from database import DatabaseRequires
-from legacy_db import LegacyDatabaseRequires
-from postgres_setup import DatabaseSetupError, port_sqlite, prepare_database, sqlite_pending_updates
+from relations.database import DatabaseRequires
+from relations.legacy_db import LegacyDatabaseRequires
 from server_secrets import ServerSecrets, ensure_server_secrets
 from state import CharmState, DatabaseEndpoint, DatabaseRecord, InvalidStateError
-from synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 from user_actions import ActionContext, UserActions
-from workload import Workload, WorkloadFile, render_files
+from workload.postgres_setup import DatabaseSetupError, port_sqlite, prepare_database, sqlite_pending_updates
+from workload.service import Workload, WorkloadFile, render_files
+from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import ops
 
-from admin import AdminAPI, user_path
 from state import InvalidStateError
-from synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 from users import localpart, user_id
+from workload.admin import AdminAPI, user_path
+from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 logger = logging.getLogger(__name__)
 

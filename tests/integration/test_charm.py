@@ -15,7 +15,7 @@ import yaml
 from pytest_operator.plugin import OpsTest
 
 from constants import CONTAINER_NAME, METRICS_PORT, SYNAPSE_PORT, SYNAPSE_VERSION
-from synapse_api import SynapseClient
+from workload.synapse_api import SynapseClient
 
 logger = logging.getLogger(__name__)
 

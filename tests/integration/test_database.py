@@ -12,8 +12,8 @@ import yaml
 from pytest_operator.plugin import OpsTest
 
 from constants import CONFIG_PATH, CONTAINER_NAME, DATABASE_ENDPOINT, SQLITE_PATH, SYNAPSE_PORT
-from synapse_api import SynapseClient
 from tests.integration.test_charm import APP, DEPLOY_TIMEOUT, IMAGE, RESOURCE, SERVER_NAME, unit_address
+from workload.synapse_api import SynapseClient
 
 logger = logging.getLogger(__name__)
 

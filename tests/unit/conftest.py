@@ -30,7 +30,6 @@ import yaml
 from ops import testing
 
 import charm
-import synapse_api
 from charm import SynapseCharm
 from constants import (
     CHECK_ALIVE,
@@ -42,6 +41,7 @@ from constants import (
     SYNAPSE_VERSION,
 )
 from tests.pebble_calls import PebbleCalls, record_pebble_calls
+from workload import synapse_api
 
 SERVER_NAME = "example.com"
 BASE_CONFIG: dict[str, str | int | float | bool] = {"server_name": SERVER_NAME}

@@ -25,7 +25,7 @@ from constants import (
 from server_secrets import ServerSecrets
 from tests.pebble_calls import record_pebble_calls
 from tests.unit.conftest import CharmEnv, FakeSynapse, alive_check, ready_check, record_side_effects, synapse_mac
-from workload import pebble_layer
+from workload.service import pebble_layer
 
 ACTIVE = ops.pebble.ServiceStatus.ACTIVE
 INACTIVE = ops.pebble.ServiceStatus.INACTIVE

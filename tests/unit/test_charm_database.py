@@ -23,7 +23,6 @@ import pytest
 import yaml
 from ops import testing
 
-import postgres_setup
 from constants import (
     CONFIG_PATH,
     CONTAINER_NAME,
@@ -38,10 +37,11 @@ from constants import (
     SQLITE_DIR,
     SQLITE_PATH,
 )
-from database import REQUESTED_ROLES, REQUESTED_SECRETS
-from legacy_db import LEGACY_ROLES
+from relations.database import REQUESTED_ROLES, REQUESTED_SECRETS
+from relations.legacy_db import LEGACY_ROLES
 from state import KEEPALIVES, DatabaseRecord
 from tests.unit.conftest import CharmEnv, record_side_effects
+from workload import postgres_setup
 
 ACTIVE = ops.pebble.ServiceStatus.ACTIVE
 APP = "synapse"  # metadata.yaml's name: the database the charm asks for

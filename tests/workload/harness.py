@@ -307,6 +307,7 @@ def workload_argv(spec: ServiceSpec, data_dir: Path, venv: Path, command: Sequen
     `unshare -m` gives the process a private mount namespace (propagation private), so the
     bind mount of data_dir on /data is invisible to the host.
     """
+    _ensure_mountpoint()
     env = {**_venv_env(venv), **spec.environment}
     inner = [
         *_synapse_user_argv(spec.user_id, spec.group_id),
@@ -336,7 +337,11 @@ def chown_tree(root: Path, uid: int | None, gid: int | None) -> None:
 
 
 def _ensure_mountpoint() -> None:
-    """/data must exist on the host to be a mount point (nothing is mounted there on the host)."""
+    """/data must exist on the host to be a mount point (nothing is mounted there on the host).
+
+    Called for every process the harness starts (Synapse, or an exec), since any of them may
+    be the first on a brand-new machine.
+    """
     Path(str(DATA_DIR)).mkdir(exist_ok=True)
 
 
@@ -377,7 +382,6 @@ class SynapseProcess:
         for port in (SYNAPSE_PORT, METRICS_PORT):
             if _port_in_use(port):
                 raise WorkloadError(f"port {port} is already in use on {HOST}; stop whatever listens there")
-        _ensure_mountpoint()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         chown_tree(self.data_dir, spec.user_id, spec.group_id)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from database import DatabaseEndpoint
+from relations.database import DatabaseEndpoint
 
 POSTGRES_LIB = Path("/usr/lib/postgresql")
 # postgresql-k8s names the user of relation N `relation_id_N`.

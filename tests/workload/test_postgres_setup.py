@@ -1,4 +1,4 @@
-"""The in-container scripts of src/postgres_setup.py, run for real against a real PostgreSQL.
+"""The in-container scripts of src/workload/postgres_setup.py, run for real against a real PostgreSQL.
 
 The scripts run with the Synapse venv's python and synapse_port_db (what the Synapse image
 ships), as Synapse's uid, with /data bound to a temporary directory: the way the workload
@@ -15,11 +15,17 @@ from pathlib import Path, PurePosixPath
 import ops
 import pytest
 
-import postgres_setup
 from constants import DATA_DIR, SQLITE_PATH, SYNAPSE_GID, SYNAPSE_UID
-from postgres_setup import DatabaseSetupError, c_database_name, port_sqlite, prepare_database, sqlite_pending_updates
 from tests.workload import harness
 from tests.workload.postgres import PostgresServer, Role, free_port, unique_name
+from workload import postgres_setup
+from workload.postgres_setup import (
+    DatabaseSetupError,
+    c_database_name,
+    port_sqlite,
+    prepare_database,
+    sqlite_pending_updates,
+)
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""The charm's admin account and its access to Synapse's admin API (src/admin.py).
+"""The charm's admin account and its access to Synapse's admin API (src/workload/admin.py).
 
 AdminAPI runs inside a real ops.testing hook (its Juju secret is the unit's) and talks
 HTTP to a loopback server that answers like Synapse's shared-secret registration, login
@@ -13,10 +13,10 @@ from urllib.parse import unquote
 import pytest
 from ops import testing
 
-from admin import AdminAPI, AdminCredentials, user_path
 from constants import ADMIN_LOCALPART, ADMIN_SECRET_LABEL
-from synapse_api import SynapseAPIError, SynapseClient
 from tests.unit.conftest import SERVER_NAME, CharmEnv, FakeSynapse, Recorded
+from workload.admin import AdminAPI, AdminCredentials, user_path
+from workload.synapse_api import SynapseAPIError, SynapseClient
 
 USERS_PATH = "/_synapse/admin/v2/users/"
 REGISTER_PATH = "/_synapse/admin/v1/register"

@@ -1,12 +1,12 @@
-"""The HTTP client for the unit's own Synapse (src/synapse_api.py), against a loopback server."""
+"""The HTTP client for the unit's own Synapse (src/workload/synapse_api.py), against a loopback server."""
 
 import time
 
 import pytest
 
 from constants import SYNAPSE_VERSION
-from synapse_api import LOCAL_URL, SynapseAPIError, SynapseClient, SynapseUnavailableError
 from tests.unit.conftest import FakeSynapse, closed_port, synapse_mac
+from workload.synapse_api import LOCAL_URL, SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 REGISTER = "/_synapse/admin/v1/register"
 

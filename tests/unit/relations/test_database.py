@@ -22,7 +22,7 @@ from dpcharmlibs.interfaces import (
 )
 from ops import testing
 
-from database import (
+from relations.database import (
     DATABASE_ENDPOINT,
     REQUESTED_ROLES,
     REQUESTED_SECRETS,

@@ -15,8 +15,8 @@ import ops
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from constants import ADMIN_LOCALPART, ADMIN_SECRET_LABEL
-from synapse_api import SynapseAPIError, SynapseClient
 from users import user_id
+from workload.synapse_api import SynapseAPIError, SynapseClient
 
 logger = logging.getLogger(__name__)
 

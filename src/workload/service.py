@@ -41,7 +41,7 @@ from state import CharmState, validate_server_name
 
 logger = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 # Directories Synapse writes to, created owned by Synapse's uid with these modes.
 DIRECTORIES = {SECRETS_DIR: 0o700, MEDIA_STORE_DIR: 0o750, SQLITE_DIR: 0o750}

@@ -1,4 +1,4 @@
-"""Rendered files, the Pebble layer and applying them (src/workload.py)."""
+"""Rendered files, the Pebble layer and applying them (src/workload/service.py)."""
 
 import dataclasses
 import json
@@ -38,7 +38,14 @@ from constants import (
 from server_secrets import ServerSecrets
 from state import CharmConfig, CharmState, InvalidStateError
 from tests.unit.conftest import HOSTILE_STRINGS, CharmEnv, record_side_effects
-from workload import TEMPLATES_DIR, _yaml_value, pebble_layer, render_files, render_homeserver_config, render_log_config
+from workload.service import (
+    TEMPLATES_DIR,
+    _yaml_value,
+    pebble_layer,
+    render_files,
+    render_homeserver_config,
+    render_log_config,
+)
 
 SECRET_PATHS = (SIGNING_KEY_PATH, REGISTRATION_SECRET_PATH, MACAROON_SECRET_PATH, FORM_SECRET_PATH)
 

@@ -16,8 +16,14 @@ import pytest
 import yaml
 from ops import testing
 
-from database import DatabaseEndpoint
-from legacy_db import LEGACY_DB_ENDPOINT, LEGACY_ROLES, LegacyDatabaseRequires, endpoint_from_conninfo, parse_conninfo
+from relations.database import DatabaseEndpoint
+from relations.legacy_db import (
+    LEGACY_DB_ENDPOINT,
+    LEGACY_ROLES,
+    LegacyDatabaseRequires,
+    endpoint_from_conninfo,
+    parse_conninfo,
+)
 from state import InvalidStateError
 from tests.unit.conftest import run_recording_relation_sets
 

@@ -1,0 +1,1 @@
+"""Juju relation endpoints: one module per interface, each owning its wire format."""

@@ -1,0 +1,1 @@
+"""Workload-side code: rendered files, the Pebble layer, Synapse's API and in-container scripts."""
