@@ -1,4 +1,4 @@
-"""The charm on PostgreSQL: the `database` and `db` relations as the reconcile uses them (src/charm.py).
+"""The charm on PostgreSQL: the `database` and `db` relations as the reconcile uses them (src/database_lifecycle.py).
 
 The relation modules are tested on their own in test_database.py and test_legacy_db.py;
 these tests drive the whole charm: what it renders, when it starts, stops or restarts

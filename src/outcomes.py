@@ -1,0 +1,58 @@
+"""What the reconcile should do, as the charm's parts decide it: one small dataclass per kind.
+
+`charm.py` computes an `Outcome` from the typed state and applies it; the database lifecycle
+(src/database_lifecycle.py) returns these too.
+"""
+
+import dataclasses
+from pathlib import PurePosixPath
+
+import ops
+
+from server_secrets import ServerSecrets
+from state import CharmState, DatabaseEndpoint
+from workload.service import WorkloadFile
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """Run Synapse on these files: the typed state, the secrets, and the rendered files."""
+
+    state: CharmState
+    secrets: ServerSecrets
+    files: dict[PurePosixPath, WorkloadFile]
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareDatabase:
+    """The leader must prepare a newly related PostgreSQL database (and port SQLite) first."""
+
+    state: CharmState
+    secrets: ServerSecrets
+    source: str
+    endpoint: DatabaseEndpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """Change nothing; keep Synapse running on the files in place (if any). `status` says why."""
+
+    status: ops.StatusBase
+
+
+@dataclasses.dataclass(frozen=True)
+class Standby:
+    """Keep the files current but do not run Synapse: only the leader runs the main process."""
+
+    files: dict[PurePosixPath, WorkloadFile]
+    status: ops.StatusBase
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """Synapse must not run; `status` says why and what to do."""
+
+    status: ops.StatusBase
+
+
+Outcome = Desired | PrepareDatabase | Standby | Hold | Stop
