@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.workload import harness
+from tests.workload.netns import Namespace, TestNetwork
 from tests.workload.postgres import postgres_server_fixture  # noqa: F401 (provides the `postgres_server` fixture)
 
 DriverFactory = Callable[..., harness.CharmDriver]
@@ -38,6 +39,9 @@ def make_driver(tmp_path: Path, synapse_venv: Path) -> Iterator[DriverFactory]:
         data_dir: Path | None = None,
         identity: harness.Identity | None = None,
         leader: bool = True,
+        netns: Namespace | None = None,
+        hosts: Mapping[str, str] | None = None,
+        trusted_ca: Path | None = None,
     ) -> harness.CharmDriver:
         base = tmp_path / f"unit-{len(drivers)}"
         driver = harness.CharmDriver(
@@ -47,6 +51,9 @@ def make_driver(tmp_path: Path, synapse_venv: Path) -> Iterator[DriverFactory]:
             leader=leader,
             log_path=base / "synapse.log",
             identity=identity,
+            netns=netns,
+            hosts=hosts,
+            trusted_ca=trusted_ca,
         )
         drivers.append(driver)
         return driver
@@ -54,3 +61,10 @@ def make_driver(tmp_path: Path, synapse_venv: Path) -> Iterator[DriverFactory]:
     yield make
     for driver in drivers:
         driver.stop()
+
+
+@pytest.fixture
+def test_network() -> Iterator[TestNetwork]:
+    """A private network for test hosts (each its own network namespace); removed afterwards."""
+    with TestNetwork() as network:
+        yield network

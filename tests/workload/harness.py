@@ -9,6 +9,17 @@ into the ops.testing State (service status, ready check), so the charm sees what
 would report.
 
 Needs root (unshare, mount, setpriv, chown). Nothing is mounted in the host's namespace.
+
+A driver can also give its unit a machine of its own (`SystemView`), as a pod would have:
+its own network namespace (see tests/workload/netns.py, for several Synapses at once), an
+/etc/hosts naming test hosts, and a CA trust bundle that includes a test CA (see
+tests/workload/tls.py), bind-mounted over /etc/ssl/certs/ca-certificates.crt, the bundle
+Debian's OpenSSL reads (and so Synapse's Twisted TLS, in the image as here):
+
+    CharmDriver(data_dir, config, netns=host.namespace, hosts=network.hosts(), trusted_ca=ca_path)
+
+The hook, its Pebble execs, the harness's health checks and `driver.entered()` blocks then
+all run in that namespace, so `127.0.0.1:8008` is that unit's Synapse.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import atexit
 import contextlib
 import dataclasses
 import fcntl
+import http.client
 import itertools
 import json
 import logging
@@ -29,8 +41,7 @@ import subprocess
 import sys
 import time
 import typing
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from unittest import mock
@@ -57,6 +68,7 @@ from constants import (  # noqa: E402
     SYNAPSE_VERSION,
 )
 from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
+from tests.workload.netns import Namespace  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +87,13 @@ BASE_PYTHONS = ("/usr/bin/python3", sys.executable)
 # the harness venv may live inside this repository, and Synapse appends the git branch of
 # the directory it is installed in to its version string unless git finds no repository.
 BASE_ENVIRONMENT = {"HOME": "/nonexistent", "GIT_DIR": "/nonexistent"}
+
+
+# The CA bundle Debian's OpenSSL (and pyOpenSSL's fallback) reads: the Synapse image is
+# Debian-based, so this is where an operator's image would add a private CA.
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+HOSTS_FILE = Path("/etc/hosts")
+BASE_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 class WorkloadError(Exception):
@@ -192,6 +211,50 @@ def ensure_synapse_venv() -> Path:
 # ---------------------------------------------------------------------------------------
 
 
+_CLIENT_ADDRESSES = itertools.count(1)
+
+
+def _fresh_loopback() -> str:
+    """A loopback address no request has come from yet (127.0.0.0/8 is all on `lo`).
+
+    Synapse rate-limits logins and registrations per client address. Tests log in and
+    register more often than its defaults allow from one address, and rate limits are not
+    what they test, so every request the harness makes comes from an address of its own:
+    the peer address Synapse sees, with or without a reverse proxy's X-Forwarded-For.
+    """
+    n = next(_CLIENT_ADDRESSES)
+    return f"127.{100 + (n >> 16) % 100}.{(n >> 8) & 0xFF}.{n & 0xFF or 1}"
+
+
+def client_address() -> dict[str, str]:
+    """Extra headers for a request from a new client address: none are needed any more.
+
+    Every harness request already comes from a fresh loopback address (see `_fresh_loopback`);
+    kept so that callers written for the X-Forwarded-For trick keep working.
+    """
+    return {}
+
+
+def _request(
+    method: str, url: str, body: bytes | None, headers: Mapping[str, str], timeout: float
+) -> tuple[int, bytes]:
+    """One plain-HTTP request from a fresh loopback address; (status, body) for any status."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"the harness speaks plain HTTP to a local address, not {url!r}")
+    source = _fresh_loopback() if parts.hostname.startswith("127.") or parts.hostname == "localhost" else ""
+    connection = http.client.HTTPConnection(
+        parts.hostname, parts.port or 80, timeout=timeout, source_address=(source, 0) if source else None
+    )
+    try:
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        connection.request(method, target or "/", body=body, headers=dict(headers))
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def http_json(
     method: str,
     path: str,
@@ -200,42 +263,22 @@ def http_json(
     token: str | None = None,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
+    base_url: str = BASE_URL,
 ) -> tuple[int, dict[str, typing.Any]]:
     """Send a request to the local Synapse; return (HTTP status, JSON body) for any status."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{BASE_URL}{path}", data=data, method=method)  # noqa: S310 (local http)
-    request.add_header("Content-Type", "application/json")
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (local http)
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        all_headers["Authorization"] = f"Bearer {token}"
+    status, raw = _request(method, f"{base_url}{path}", data, all_headers, timeout)
     answer = json.loads(raw) if raw else {}
     return status, answer if isinstance(answer, dict) else {"value": answer}
 
 
-_CLIENT_ADDRESSES = itertools.count(1)
-
-
-def client_address() -> dict[str, str]:
-    """Headers making a request come from a new client address (TEST-NET-2).
-
-    Synapse rate-limits logins and registrations per client address, which its listener
-    takes from X-Forwarded-For (the charm sets x_forwarded). Tests log in and register
-    more often than its defaults allow from one address; rate limits are not what they test.
-    """
-    n = next(_CLIENT_ADDRESSES)
-    return {"X-Forwarded-For": f"198.51.{100 + n // 250}.{n % 250 + 1}"}
-
-
 def login(user_id: str, password: str) -> tuple[int, dict[str, typing.Any]]:
-    """POST /_matrix/client/v3/login with a password, from a fresh client address."""
+    """POST /_matrix/client/v3/login with a password (from a fresh client address)."""
     body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password}
-    return http_json("POST", "/_matrix/client/v3/login", body, headers=client_address())
+    return http_json("POST", "/_matrix/client/v3/login", body)
 
 
 def token_for(user_id: str, password: str) -> str:
@@ -247,18 +290,14 @@ def token_for(user_id: str, password: str) -> str:
 
 def http_get(path: str, timeout: float = 10.0, base_url: str = BASE_URL) -> tuple[int, bytes]:
     """GET `path` from the local Synapse; return (HTTP status, raw body) for any status."""
-    try:
-        with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as response:  # noqa: S310 (local http)
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    return _request("GET", f"{base_url}{path}", None, {}, timeout)
 
 
 def is_healthy(timeout: float = 2.0) -> bool:
     """Whether GET /health answers 200."""
     try:
         return http_get("/health", timeout=timeout)[0] == 200
-    except (urllib.error.URLError, OSError):
+    except (http.client.HTTPException, OSError):
         return False
 
 
@@ -301,11 +340,106 @@ class ServiceSpec:
         )
 
 
-def workload_argv(spec: ServiceSpec, data_dir: Path, venv: Path, command: Sequence[str] | None = None) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class SystemView:
+    """What a process sees of its machine besides /data: network namespace, /etc/hosts, trusted CAs.
+
+    None everywhere is the caller's own view (its network namespace, the host's files).
+    """
+
+    netns: Namespace | None = None
+    hosts_file: Path | None = None
+    ca_bundle: Path | None = None
+
+    @classmethod
+    def create(
+        cls,
+        directory: Path,
+        *,
+        netns: Namespace | None = None,
+        hosts: Mapping[str, str] | None = None,
+        trusted_ca: Path | Sequence[Path] | None = None,
+    ) -> SystemView:
+        """A view whose files are written into `directory`.
+
+        `hosts` maps host names to addresses (added to localhost's lines); `trusted_ca` are PEM
+        files appended to the system bundle, as `update-ca-certificates` would in an image.
+        """
+        hosts_file = ca_bundle = None
+        if hosts is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            hosts_file = directory / "hosts"
+            lines = "".join(f"{address}\t{name}\n" for name, address in hosts.items())
+            hosts_file.write_text(BASE_HOSTS + lines)
+            hosts_file.chmod(0o644)
+        if trusted_ca is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            extra = [trusted_ca] if isinstance(trusted_ca, Path) else list(trusted_ca)
+            system = SYSTEM_CA_BUNDLE.read_text() if SYSTEM_CA_BUNDLE.exists() else ""
+            ca_bundle = directory / "ca-certificates.crt"
+            ca_bundle.write_text(system + "".join(path.read_text() for path in extra))
+            ca_bundle.chmod(0o644)
+        return cls(netns=netns, hosts_file=hosts_file, ca_bundle=ca_bundle)
+
+    def binds(self) -> list[tuple[Path, Path]]:
+        """(source, target) bind mounts giving a process this view's files."""
+        binds = []
+        if self.hosts_file is not None:
+            binds.append((self.hosts_file, HOSTS_FILE))
+        if self.ca_bundle is not None:
+            if not SYSTEM_CA_BUNDLE.exists():
+                raise WorkloadError(f"{SYSTEM_CA_BUNDLE} is missing: install Debian's ca-certificates")
+            binds.append((self.ca_bundle, SYSTEM_CA_BUNDLE))
+        return binds
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the block's network calls (this thread) in the view's network namespace."""
+        if self.netns is None:
+            yield
+            return
+        with self.netns.entered():
+            yield
+
+    def argv(
+        self, command: Sequence[str], *, binds: Sequence[tuple[Path, Path]] = (), working_dir: str | None = None
+    ) -> list[str]:
+        """`command` run in this view: in its network namespace, with its files (and `binds`) mounted.
+
+        `unshare -m` gives the process a private mount namespace (propagation private), so the
+        bind mounts are invisible to the host.
+        """
+        mounts = [*binds, *self.binds()]
+        steps = [f'mount --bind "${index}" {shlex.quote(str(target))}' for index, (_, target) in enumerate(mounts, 1)]
+        if working_dir is not None:
+            steps.append(f"cd {shlex.quote(working_dir)}")
+        script = " && ".join([*steps, f"shift {len(mounts)}", 'exec "$@"'])
+        argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "workload",
+            *(str(source) for source, _ in mounts),
+            *command,
+        ]
+        return self.netns.wrap(argv) if self.netns is not None else argv
+
+
+def workload_argv(
+    spec: ServiceSpec,
+    data_dir: Path,
+    venv: Path,
+    command: Sequence[str] | None = None,
+    view: SystemView | None = None,
+) -> list[str]:
     """The argv running `command` (default: the service's) as the service, with /data bound to data_dir.
 
-    `unshare -m` gives the process a private mount namespace (propagation private), so the
-    bind mount of data_dir on /data is invisible to the host.
+    The process runs in `view` (default: the caller's network and files) in a private mount
+    namespace, so no bind mount is visible to the host.
     """
     _ensure_mountpoint()
     env = {**_venv_env(venv), **spec.environment}
@@ -316,10 +450,7 @@ def workload_argv(spec: ServiceSpec, data_dir: Path, venv: Path, command: Sequen
         *(f"{key}={value}" for key, value in env.items()),
         *(command if command is not None else spec.command),
     ]
-    script = f'mount --bind "$1" {shlex.quote(str(DATA_DIR))} && cd {shlex.quote(spec.working_dir)} && exec ' + (
-        shlex.join(inner)
-    )
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "workload", str(data_dir)]
+    return (view or SystemView()).argv(inner, binds=[(data_dir, Path(str(DATA_DIR)))], working_dir=spec.working_dir)
 
 
 def chown_tree(root: Path, uid: int | None, gid: int | None) -> None:
@@ -351,10 +482,11 @@ _LIVE: set[SynapseProcess] = set()
 class SynapseProcess:
     """A real Synapse started exactly as the plan's service says."""
 
-    def __init__(self, data_dir: Path, venv: Path, log_path: Path):
+    def __init__(self, data_dir: Path, venv: Path, log_path: Path, view: SystemView | None = None):
         self.data_dir = data_dir
         self.venv = venv
         self.log_path = log_path
+        self.view = view or SystemView()
         self.spec: ServiceSpec | None = None
         self.starts = 0
         self._popen: subprocess.Popen[bytes] | None = None
@@ -379,13 +511,14 @@ class SynapseProcess:
         """Start Synapse with `spec` and wait until /health answers 200."""
         if self.is_alive():
             raise WorkloadError("Synapse is already running")
-        for port in (SYNAPSE_PORT, METRICS_PORT):
-            if _port_in_use(port):
-                raise WorkloadError(f"port {port} is already in use on {HOST}; stop whatever listens there")
+        with self.view.entered():
+            for port in (SYNAPSE_PORT, METRICS_PORT):
+                if _port_in_use(port):
+                    raise WorkloadError(f"port {port} is already in use on {HOST}; stop whatever listens there")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         chown_tree(self.data_dir, spec.user_id, spec.group_id)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = workload_argv(spec, self.data_dir, self.venv)
+        argv = workload_argv(spec, self.data_dir, self.venv, view=self.view)
         logger.info("starting Synapse: %s", shlex.join(argv))
         with open(self.log_path, "ab") as log:
             log.write(f"--- start {self.starts + 1}: {shlex.join(spec.command)}\n".encode())
@@ -405,11 +538,16 @@ class SynapseProcess:
             if not self.is_alive():
                 code = self._popen.returncode if self._popen else None
                 raise WorkloadError(f"Synapse exited with status {code} while starting:\n{self.log_tail()}")
-            if is_healthy(timeout=1.0):
+            if self.is_healthy(timeout=1.0):
                 return
             time.sleep(0.25)
         self.stop()
         raise WorkloadError(f"Synapse was not healthy within {timeout:.0f}s:\n{self.log_tail()}")
+
+    def is_healthy(self, timeout: float = 2.0) -> bool:
+        """Whether this Synapse's /health answers 200 (in its network namespace)."""
+        with self.view.entered():
+            return is_healthy(timeout=timeout)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM, then SIGKILL after `timeout`; a no-op when not running."""
@@ -436,7 +574,7 @@ class SynapseProcess:
         """Run `command` as the service runs (same namespace layout, uid, env, working dir)."""
         if self.spec is None:
             raise WorkloadError("Synapse was never started: there is no service to imitate")
-        argv = workload_argv(self.spec, self.data_dir, self.venv, command)
+        argv = workload_argv(self.spec, self.data_dir, self.venv, command, view=self.view)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -523,10 +661,12 @@ class RealExec:
         return done.stdout, done.stderr
 
 
-def real_exec(data_dir: Path, venv: Path, command: list[str], **kwargs: typing.Any) -> RealExec:
+def real_exec(
+    data_dir: Path, venv: Path, command: list[str], view: SystemView | None = None, **kwargs: typing.Any
+) -> RealExec:
     """What Pebble's exec with these ops.Container.exec arguments runs: the command as the
     asked uid/gid, with its environment and working dir, /data bound to data_dir and the
-    Synapse venv on PATH (as the image has Synapse's python and scripts).
+    Synapse venv on PATH (as the image has Synapse's python and scripts), in the unit's `view`.
     """
     spec = ServiceSpec(
         command=tuple(command),
@@ -535,7 +675,7 @@ def real_exec(data_dir: Path, venv: Path, command: list[str], **kwargs: typing.A
         group_id=kwargs.get("group_id"),
         working_dir=kwargs.get("working_dir") or "/",
     )
-    argv = workload_argv(spec, data_dir, venv, command)
+    argv = workload_argv(spec, data_dir, venv, command, view=view)
     return RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
 
 
@@ -552,12 +692,24 @@ class CharmDriver:
         log_path: Path | None = None,
         identity: Identity | None = None,
         context: testing.Context[SynapseCharm] | None = None,
+        netns: Namespace | None = None,
+        hosts: Mapping[str, str] | None = None,
+        trusted_ca: Path | Sequence[Path] | None = None,
     ):
+        """`netns`, `hosts` and `trusted_ca` give the unit a machine of its own (see `SystemView`):
+        its network namespace, its /etc/hosts entries and extra trusted CA certificates (PEM files).
+        """
         self.data_dir = data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ctx = context or testing.Context(SynapseCharm)
+        self.view = SystemView.create(
+            data_dir.parent / f"{data_dir.name}-system", netns=netns, hosts=hosts, trusted_ca=trusted_ca
+        )
         self.process = SynapseProcess(
-            data_dir, venv or ensure_synapse_venv(), log_path or data_dir.parent / f"{data_dir.name}-synapse.log"
+            data_dir,
+            venv or ensure_synapse_venv(),
+            log_path or data_dir.parent / f"{data_dir.name}-synapse.log",
+            self.view,
         )
         self.history: list[PebbleCalls] = []
         self.execs: list[list[str]] = []  # every command the charm ran through container.exec
@@ -596,6 +748,13 @@ class CharmDriver:
         peers = [rel for rel in self.state.relations if rel.endpoint == PEER_RELATION]
         return Identity(tuple(self.state.secrets), typing.cast(testing.PeerRelation, peers[0]))
 
+    def entered(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose network calls (this thread) run in the unit's network namespace.
+
+        Inside it, `http_json`, `http_get` and `login` reach this unit's Synapse on 127.0.0.1.
+        """
+        return self.view.entered()
+
     def set_config(self, **changes: str | int | float | bool) -> None:
         """Change Juju config for the next runs (as `juju config` would, before config-changed)."""
         self.state = dataclasses.replace(self.state, config={**self.state.config, **changes})
@@ -632,6 +791,7 @@ class CharmDriver:
         """Mirror the real process into the State, record Pebble calls, then replay them."""
         self.state = self._mirrored(self.state)
         with (
+            self.view.entered(),
             record_pebble_calls(self._on_pebble_call) as calls,
             mock.patch.object(ops.Container, "exec", self._exec_method()),
         ):
@@ -651,7 +811,7 @@ class CharmDriver:
         checks = {info for info in container.check_infos if info.name != CHECK_READY}
         if CHECK_READY in plan.checks:
             threshold = plan.checks[CHECK_READY].threshold or 3
-            healthy = alive and is_healthy()
+            healthy = alive and self.process.is_healthy()
             checks.add(
                 testing.CheckInfo(
                     CHECK_READY,
@@ -695,7 +855,7 @@ class CharmDriver:
         """
         self.execs.append(list(command))
         chown_tree(self.data_dir, SYNAPSE_UID, SYNAPSE_GID)
-        return real_exec(self.data_dir, self.process.venv, command, **kwargs)
+        return real_exec(self.data_dir, self.process.venv, command, self.view, **kwargs)
 
     def _replan(self, plan: ops.pebble.Plan) -> None:
         """Pebble's replan: start the service if stopped, restart it if its definition changed."""
