@@ -5,14 +5,25 @@ import logging
 
 import ops
 
-from constants import CHECK_READY, CONTAINER_NAME, DATABASE_ENDPOINT, LEGACY_DB_ENDPOINT, PEER_RELATION
+from constants import (
+    CHECK_READY,
+    CONTAINER_NAME,
+    DATABASE_ENDPOINT,
+    LEGACY_DB_ENDPOINT,
+    PEER_RELATION,
+    SAML_ENDPOINT,
+    SMTP_ENDPOINT,
+)
 from database_lifecycle import DatabaseLifecycle
 from outcomes import Desired, Hold, Outcome, PrepareDatabase, Standby, Stop
 from relations.database import DatabaseRequires
 from relations.legacy_db import LegacyDatabaseRequires
+from relations.saml import SamlRequires
+from relations.smtp import SmtpRequires
 from server_secrets import ensure_server_secrets
 from state import CharmState, InvalidStateError
 from user_actions import ActionContext, UserActions
+from workload.saml import saml_support_problem
 from workload.service import Workload
 from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 
@@ -29,6 +40,8 @@ class SynapseCharm(ops.CharmBase):
         self.database = DatabaseRequires(self, DATABASE_ENDPOINT)
         self.legacy_db = LegacyDatabaseRequires(self, LEGACY_DB_ENDPOINT)
         self.database_lifecycle = DatabaseLifecycle(self, self.workload, self.database, self.legacy_db)
+        self.smtp = SmtpRequires(self, SMTP_ENDPOINT)
+        self.saml = SamlRequires(self, SAML_ENDPOINT)
         self._outcome: Outcome | None = None
         for event in (
             self.on.install,
@@ -47,6 +60,8 @@ class SynapseCharm(ops.CharmBase):
             self.on[DATABASE_ENDPOINT].relation_changed,
             self.on[DATABASE_ENDPOINT].relation_broken,
             *self.legacy_db.events,
+            *self.smtp.events,
+            *self.saml.events,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.secret_changed, self._on_secret_changed)
@@ -87,10 +102,13 @@ class SynapseCharm(ops.CharmBase):
         """Parse inputs, fetch the secrets, then ask the database lifecycle; never raises on bad input."""
         try:
             state = CharmState.from_charm(self)
+            state = state.model_copy(update={"smtp": self.smtp.endpoint(), "saml": self.saml.provider()})
         except InvalidStateError as exc:
             return Hold(ops.BlockedStatus(str(exc)))
         if not self.container.can_connect():
             return Hold(ops.WaitingStatus("waiting for the synapse container"))
+        if state.saml is not None and (problem := saml_support_problem(self.container)):
+            return Hold(ops.BlockedStatus(problem))
         try:
             server_secrets = ensure_server_secrets(self)
         except InvalidStateError as exc:

@@ -49,3 +49,9 @@ LEGACY_DB_ENDPOINT = "db"
 DATABASE_CA_PATH = SECRETS_DIR / "postgresql-ca.pem"
 PORT_CONFIG_PATH = SECRETS_DIR / "homeserver-postgresql.yaml"
 PEER_DATABASE_KEY = "database"
+
+# Email (smtp-integrator) and single sign-on (saml-integrator).
+SMTP_ENDPOINT = "smtp"
+SAML_ENDPOINT = "saml"
+# IdP metadata the charm writes when saml-integrator sends certificates and endpoints but no URL.
+SAML_IDP_METADATA_PATH = DATA_DIR / "saml-idp-metadata.xml"

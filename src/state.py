@@ -5,6 +5,7 @@ template: it raises `InvalidStateError`, whose message names the offending optio
 says how to fix it, and the charm turns that into a Blocked status.
 """
 
+import email.utils
 import ipaddress
 import re
 import typing
@@ -15,7 +16,7 @@ import ops
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from constants import DATABASE_CA_PATH
+from constants import DATABASE_CA_PATH, SAML_IDP_METADATA_PATH
 
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -23,6 +24,8 @@ _SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
 # RFC 3986 characters (unreserved, reserved and percent-escapes), nothing else.
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 MAX_URL_LENGTH = 2048
+# A SAML attribute name: a simple name or a URN/URI such as urn:oid:0.9.2342.19200300.100.1.1.
+_SAML_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:/#-]{1,256}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REGISTRATION_MODES = ("disabled", "token", "open")
 
@@ -84,6 +87,19 @@ def validate_server_name(name: str) -> str:
     return f"{host}:{port}" if sep else host
 
 
+def validate_notif_from(value: str) -> None:
+    """Raise ValueError unless Synapse accepts `value` as its email "From" and can fill in '%(app)s'."""
+    if len(value) > 998 or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise ValueError(f"{value!r} must be one line of at most 998 characters")
+    try:
+        formatted = value % {"app": "Matrix"}
+    except (ValueError, TypeError, KeyError):
+        raise ValueError(f"{value!r}: write '%' as '%%'; the only placeholder is '%(app)s'") from None
+    address = email.utils.parseaddr(formatted)[1]
+    if "@" not in address or address.startswith("@") or address.endswith("@"):
+        raise ValueError(f'{value!r} is not an email address such as "Chat <noreply@chat.example.com>"')
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated option into its non-empty, stripped, unique items."""
     items: list[str] = []
@@ -115,6 +131,10 @@ class CharmConfig(BaseModel):
     registration: str = "disabled"
     enable_registration_without_verification: bool = False
     allow_guest_access: bool = False
+    notif_from: str = ""
+    enable_email_notifs: bool = False
+    enable_password_config: bool = True
+    saml_localpart_attribute: str = "uid"
 
     @field_validator("server_name", mode="before")
     @classmethod
@@ -195,6 +215,26 @@ class CharmConfig(BaseModel):
             raise ValueError(f"{value!r} is not one of {', '.join(REGISTRATION_MODES)}")
         return text
 
+    @field_validator("notif_from", mode="before")
+    @classmethod
+    def _notif_from(cls, value: object) -> str:
+        """Empty (the default), or a "Name <address>" / address that Synapse can format and send from."""
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        value = value.strip()
+        if value:
+            validate_notif_from(value)
+        return value
+
+    @field_validator("saml_localpart_attribute", mode="before")
+    @classmethod
+    def _saml_attribute(cls, value: object) -> str:
+        """A SAML attribute name."""
+        text = str(value).strip()
+        if not _SAML_ATTRIBUTE.fullmatch(text):
+            raise ValueError(f"{value!r} is not a SAML attribute name such as uid (letters, digits, _ . : / # -)")
+        return text
+
     @model_validator(mode="after")
     def _open_registration_acknowledged(self) -> "CharmConfig":
         """Open registration without verification must be an explicit choice."""
@@ -222,6 +262,15 @@ class CharmConfig(BaseModel):
         """public_baseurl defaults to https://<server_name>/."""
         if not self.public_baseurl:
             object.__setattr__(self, "public_baseurl", f"https://{self.server_name}/")
+        return self
+
+    @model_validator(mode="after")
+    def _default_notif_from(self) -> "CharmConfig":
+        """notif_from defaults to "%(app)s <noreply@<server_name's host>>"."""
+        if not self.notif_from:
+            host = urlsplit(f"//{self.server_name}").hostname or self.server_name
+            domain = f"[{host}]" if ":" in host or re.fullmatch(r"[0-9.]+", host) else host
+            object.__setattr__(self, "notif_from", f"%(app)s <noreply@{domain}>")
         return self
 
     @classmethod
@@ -286,6 +335,69 @@ class DatabaseEndpoint(BaseModel):
         return args
 
 
+class SmtpEndpoint(BaseModel):
+    """The SMTP server smtp-integrator provides; only encrypted, authenticated set-ups get here."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    user: str
+    password: str = Field(repr=False)
+    # starttls: plain connection upgraded with STARTTLS (required); tls: implicit TLS from the start.
+    transport_security: typing.Literal["starttls", "tls"]
+
+    def synapse_email(self, config: CharmConfig) -> dict[str, typing.Any]:
+        """Synapse's `email` section; the server certificate is always verified against the trust store."""
+        section: dict[str, typing.Any] = {
+            "smtp_host": self.host,
+            "smtp_port": self.port,
+            "smtp_user": self.user,
+            "smtp_pass": self.password,
+            "enable_tls": True,
+        }
+        if self.transport_security == "tls":
+            section["force_tls"] = True
+        else:
+            section["require_transport_security"] = True
+        section["notif_from"] = config.notif_from
+        section["enable_notifs"] = config.enable_email_notifs
+        return section
+
+
+class SamlService(BaseModel):
+    """One IdP endpoint saml-integrator sends (e.g. single_sign_on_service over HTTP-Redirect)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    binding: str
+    url: str
+    response_url: str | None = None
+
+
+class SamlProvider(BaseModel):
+    """The SAML identity provider saml-integrator describes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    entity_id: str
+    metadata_url: str | None = None
+    certificates: tuple[str, ...] = ()
+    services: tuple[SamlService, ...] = ()
+
+    def synapse_saml2(self, config: CharmConfig) -> dict[str, typing.Any]:
+        """Synapse's `saml2_config`: the IdP metadata, our entity ID and the localpart attribute."""
+        metadata = (
+            {"remote": [{"url": self.metadata_url}]} if self.metadata_url else {"local": [str(SAML_IDP_METADATA_PATH)]}
+        )
+        return {
+            "sp_config": {"entityid": config.public_baseurl, "metadata": metadata, "allow_unknown_attributes": True},
+            "idp_entityid": self.entity_id,
+            "user_mapping_provider": {"config": {"mxid_source_attribute": config.saml_localpart_attribute}},
+        }
+
+
 def format_host_port(host: str, port: int) -> str:
     """`host:port`, with an IPv6 host in brackets."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -300,6 +412,9 @@ class CharmState(BaseModel):
     # PostgreSQL to run on (with the database Synapse uses, which may be the C-collated one the
     # charm created); None means the embedded SQLite database.
     database: DatabaseEndpoint | None = None
+    # The related SMTP server (email section) and SAML identity provider (saml2_config), if any.
+    smtp: SmtpEndpoint | None = None
+    saml: SamlProvider | None = None
 
     @classmethod
     def from_charm(cls, charm: ops.CharmBase, database: DatabaseEndpoint | None = None) -> "CharmState":
@@ -312,6 +427,14 @@ class CharmState(BaseModel):
             return None
         ca_path = str(DATABASE_CA_PATH) if self.database.tls_ca else None
         return self.database.synapse_args(self.config.database_pool_min, self.config.database_pool_max, ca_path)
+
+    def email_config(self) -> dict[str, typing.Any] | None:
+        """Synapse's `email` section, or None without an SMTP relation."""
+        return self.smtp.synapse_email(self.config) if self.smtp else None
+
+    def saml2_config(self) -> dict[str, typing.Any] | None:
+        """Synapse's `saml2_config` section, or None without a SAML relation."""
+        return self.saml.synapse_saml2(self.config) if self.saml else None
 
 
 class DatabaseRecord(BaseModel):

@@ -27,6 +27,7 @@ from constants import (
     MEDIA_STORE_DIR,
     METRICS_PORT,
     REGISTRATION_SECRET_PATH,
+    SAML_IDP_METADATA_PATH,
     SECRETS_DIR,
     SERVICE_NAME,
     SIGNING_KEY_PATH,
@@ -101,6 +102,8 @@ def render_homeserver_config(state: CharmState) -> str:
         .render(
             config=config,
             database_args=state.database_args(),
+            email=state.email_config(),
+            saml2=state.saml2_config(),
             synapse_port=SYNAPSE_PORT,
             metrics_port=METRICS_PORT,
             trusted_key_servers=[{"server_name": name} for name in config.trusted_key_servers],
@@ -125,7 +128,7 @@ def render_log_config(state: CharmState) -> str:
 def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPath, WorkloadFile]:
     """Every file Synapse reads, keyed by its path in the container."""
     files = {
-        # 0600: with PostgreSQL it holds the database password.
+        # 0600: it may hold the database and SMTP passwords.
         CONFIG_PATH: WorkloadFile(render_homeserver_config(state), 0o600),
         LOG_CONFIG_PATH: WorkloadFile(render_log_config(state)),
         SIGNING_KEY_PATH: WorkloadFile(secrets.signing_key + "\n", 0o600),
@@ -135,6 +138,10 @@ def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPat
     }
     if state.database is not None and state.database.tls_ca:
         files[DATABASE_CA_PATH] = WorkloadFile(state.database.tls_ca, 0o600)
+    if state.saml is not None and not state.saml.metadata_url:
+        from workload.saml import idp_metadata_xml  # noqa: PLC0415 (only with a saml relation)
+
+        files[SAML_IDP_METADATA_PATH] = WorkloadFile(idp_metadata_xml(state.saml))
     return files
 
 

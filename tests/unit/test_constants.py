@@ -10,6 +10,8 @@ from constants import (
     DATABASE_ENDPOINT,
     LEGACY_DB_ENDPOINT,
     PEER_RELATION,
+    SAML_ENDPOINT,
+    SMTP_ENDPOINT,
     SYNAPSE_VERSION,
 )
 from state import CharmConfig
@@ -40,6 +42,8 @@ def test_endpoints_match_the_constants() -> None:
         "optional": True,
     }
     assert METADATA["requires"][LEGACY_DB_ENDPOINT] == {"interface": "pgsql", "limit": 1, "optional": True}
+    assert METADATA["requires"][SMTP_ENDPOINT] == {"interface": "smtp", "limit": 1, "optional": True}
+    assert METADATA["requires"][SAML_ENDPOINT] == {"interface": "saml", "limit": 1, "optional": True}
 
 
 def test_every_config_option_is_parsed_and_every_field_is_an_option() -> None:
@@ -50,10 +54,11 @@ def test_config_defaults_parse_to_the_model_defaults() -> None:
     defaults = {name: option["default"] for name, option in CONFIG.items() if "default" in option}
     parsed = CharmConfig.from_juju({**defaults, "server_name": "chat.example.com"}, "synapse")
     for name, field in CharmConfig.model_fields.items():
-        if name in ("server_name", "public_baseurl"):
+        if name in ("server_name", "public_baseurl", "notif_from"):
             continue
         assert getattr(parsed, name) == field.default, name
     assert parsed.public_baseurl == "https://chat.example.com/"
+    assert parsed.notif_from == "%(app)s <noreply@chat.example.com>"
 
 
 def test_every_action_has_a_handler() -> None:

@@ -130,7 +130,10 @@ def _synapse_user_argv(uid: int | None, gid: int | None) -> list[str]:
 
 
 def _venv_version(venv: Path) -> str | None:
-    """The Synapse version the venv's python imports as Synapse's uid, or None if it cannot."""
+    """The Synapse version the venv's python imports as Synapse's uid, or None if it cannot.
+
+    None too when the venv lacks psycopg2 or pysaml2, or xmlsec1 is not on PATH: the image has them.
+    """
     python = venv / "bin" / "python"
     if not python.exists():
         return None
@@ -142,7 +145,9 @@ def _venv_version(venv: Path) -> str | None:
         *env_words,
         str(python),
         "-c",
-        "import psycopg2, synapse; print(synapse.__version__)",
+        # SAML needs pysaml2 (matrix-synapse[saml2]) in the venv and xmlsec1 on PATH, as in the image.
+        "import shutil, psycopg2, saml2, synapse; assert shutil.which('xmlsec1'), 'no xmlsec1'; "
+        "print(synapse.__version__)",
     ]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
     return result.stdout.strip() if result.returncode == 0 else None
@@ -176,7 +181,7 @@ def _create_venv(venv: Path) -> None:
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            f"matrix-synapse=={SYNAPSE_VERSION}",
+            f"matrix-synapse[saml2]=={SYNAPSE_VERSION}",
             "psycopg2-binary",
         ],
         check=True,
@@ -199,8 +204,9 @@ def ensure_synapse_venv() -> Path:
             found = _venv_version(venv)
             if found != SYNAPSE_VERSION:
                 raise WorkloadError(
-                    f"the venv {venv} imports synapse {found!r} as uid 991, not {SYNAPSE_VERSION}; "
-                    "remove it and retry, or point SYNAPSE_VENV elsewhere"
+                    f"the venv {venv} imports synapse {found!r} (with psycopg2 and pysaml2, and xmlsec1 on PATH) "
+                    f"as uid 991, not {SYNAPSE_VERSION}; install xmlsec1 (tools/dev.sh does), or remove the venv "
+                    "and retry, or point SYNAPSE_VENV elsewhere"
                 )
     _VENV_CACHE[venv] = venv
     return venv
