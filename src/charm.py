@@ -23,7 +23,7 @@ from relations.smtp import SmtpRequires
 from server_secrets import ensure_server_secrets
 from state import CharmState, InvalidStateError
 from user_actions import ActionContext, UserActions
-from workload.saml import saml_support_problem
+from workload.saml import check_saml_support
 from workload.service import Workload
 from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 
@@ -107,9 +107,9 @@ class SynapseCharm(ops.CharmBase):
             return Hold(ops.BlockedStatus(str(exc)))
         if not self.container.can_connect():
             return Hold(ops.WaitingStatus("waiting for the synapse container"))
-        if state.saml is not None and (problem := saml_support_problem(self.container)):
-            return Hold(ops.BlockedStatus(problem))
         try:
+            if state.saml is not None:
+                check_saml_support(self.container)
             server_secrets = ensure_server_secrets(self)
         except InvalidStateError as exc:
             return Hold(ops.BlockedStatus(str(exc)))

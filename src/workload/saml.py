@@ -11,7 +11,7 @@ import ops
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from state import SamlProvider
+from state import InvalidStateError, SamlProvider
 
 CHECK_TIMEOUT = 30
 
@@ -61,7 +61,14 @@ class SamlSupport(BaseModel):
         )
 
 
-def saml_support_problem(container: ops.Container) -> str | None:
+def check_saml_support(container: ops.Container) -> None:
+    """Raise InvalidStateError saying why Synapse's image cannot do SAML (or why that could not be checked)."""
+    problem = _saml_support_problem(container)
+    if problem is not None:
+        raise InvalidStateError(problem)
+
+
+def _saml_support_problem(container: ops.Container) -> str | None:
     """Why Synapse's image cannot do SAML (or why that could not be checked); None when it can."""
     try:
         process = container.exec(["python", "-c", _SUPPORT_SCRIPT], timeout=CHECK_TIMEOUT, encoding="utf-8")

@@ -187,7 +187,9 @@ def assert_sso_redirects_to(sso_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory, synapse_venv: Path, idp: FakeIdP) -> Iterator[harness.CharmDriver]:
+def deployed(
+    tmp_path_factory: pytest.TempPathFactory, synapse_venv: Path, idp: FakeIdP
+) -> Iterator[harness.CharmDriver]:
     """A unit related to the fake IdP by metadata URL, with its real Synapse."""
     base = tmp_path_factory.mktemp("saml")
     driver = harness.CharmDriver(
