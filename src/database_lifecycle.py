@@ -29,7 +29,13 @@ from relations.database import DatabaseRequires
 from relations.legacy_db import LegacyDatabaseRequires
 from server_secrets import ServerSecrets
 from state import CharmState, DatabaseEndpoint, DatabaseRecord, InvalidStateError
-from workload.postgres_setup import DatabaseSetupError, port_sqlite, prepare_database, sqlite_pending_updates
+from workload.postgres_setup import (
+    DatabaseSetupError,
+    DatabaseWaitError,
+    port_sqlite,
+    prepare_database,
+    sqlite_pending_updates,
+)
 from workload.service import Workload, WorkloadFile, render_files
 
 logger = logging.getLogger(__name__)
@@ -117,7 +123,10 @@ class DatabaseLifecycle:
         if record is not None and record.source == source:
             if record.state == "port-failed":
                 return Hold(port_failed(record.reason))
-            state = state.model_copy(update={"database": endpoint.model_copy(update={"database": record.use})})
+            used = endpoint.model_copy(
+                update={"database": record.use, "allow_unsafe_locale": record.allow_unsafe_locale}
+            )
+            state = state.model_copy(update={"database": used})
             return Desired(state, server_secrets, render_files(state, server_secrets))
         if not self.charm.unit.is_leader():
             return Hold(ops.WaitingStatus("waiting for the leader to prepare the PostgreSQL database"))
@@ -134,7 +143,7 @@ class DatabaseLifecycle:
         if relation.data[self.charm.app].get(PEER_DATABASE_KEY) != value:
             relation.data[self.charm.app][PEER_DATABASE_KEY] = value
 
-    def prepare(self, prepare: PrepareDatabase) -> Desired | Hold:
+    def prepare(self, prepare: PrepareDatabase) -> Desired | Hold | Stop:
         """Make sure the database is C-collated, port SQLite data into it, and record the result."""
         endpoint = prepare.endpoint
         if endpoint.tls_ca:
@@ -144,18 +153,44 @@ class DatabaseLifecycle:
             for key, value in (CharmState(config=prepare.state.config, database=endpoint).database_args() or {}).items()
             if key not in ("cp_min", "cp_max")
         }
+        # The files in place are for an earlier relation's PostgreSQL (its user may be gone): Synapse
+        # must not start on them while the new one cannot be used yet, or it would crash in a loop.
+        not_yet = Stop if self.workload.installed_engine() == "psycopg2" else Hold
         try:
-            use = prepare_database(self.container, connect)
+            prepared = prepare_database(self.container, connect, keep=self._database_in_use())
+        except DatabaseWaitError as exc:  # PostgreSQL allows it soon; checked again on later hooks
+            return not_yet(ops.WaitingStatus(str(exc)))
         except DatabaseSetupError as exc:  # re-checked on every hook until the operator fixed it
-            return Hold(ops.BlockedStatus(str(exc)))
-        state = prepare.state.model_copy(update={"database": endpoint.model_copy(update={"database": use})})
+            return not_yet(ops.BlockedStatus(str(exc)))
+        use = prepared.name
+        used = endpoint.model_copy(update={"database": use, "allow_unsafe_locale": prepared.allow_unsafe_locale})
+        state = prepare.state.model_copy(update={"database": used})
         files = render_files(state, prepare.secrets)
         if self.workload.installed_engine() != "psycopg2" and self.workload.has_sqlite_data():
             held = self._port_sqlite(files[CONFIG_PATH], prepare.source, use)
             if held is not None:
                 return held
-        self._write_record(DatabaseRecord(source=prepare.source, use=use, state="ready"))
+        self._write_record(
+            DatabaseRecord(
+                source=prepare.source, use=use, state="ready", allow_unsafe_locale=prepared.allow_unsafe_locale
+            )
+        )
         return Desired(state, prepare.secrets, files)
+
+    def _database_in_use(self) -> str | None:
+        """The PostgreSQL database the server's data is in already (an earlier relation), if any.
+
+        A re-created relation keeps it: nothing moves an existing server to another database.
+        """
+        record = self._record()
+        if record is not None and record.state == "ready" and record.use:
+            return record.use
+        if self.workload.installed_engine() == "psycopg2":
+            database = (self.workload.installed_config() or {}).get("database") or {}
+            args = database.get("args") if isinstance(database, dict) else None
+            name = args.get("dbname") if isinstance(args, dict) else None
+            return name if isinstance(name, str) and name else None
+        return None
 
     def _port_sqlite(self, postgres_config: WorkloadFile, source: str, use: str) -> Hold | None:
         """Port the SQLite database into PostgreSQL with Synapse stopped; a Hold if that cannot happen now.

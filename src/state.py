@@ -307,6 +307,9 @@ class DatabaseEndpoint(BaseModel):
     tls_ca: str | None = Field(default=None, repr=False)
     read_only_hosts: tuple[str, ...] = ()
     version: str | None = None
+    # Synapse's database.allow_unsafe_locale: set for a database with collation C and ctype
+    # C.UTF-8 (see workload/postgres_setup.py).
+    allow_unsafe_locale: bool = False
 
     def describe(self) -> str:
         """A loggable description, without the password."""
@@ -441,8 +444,9 @@ class DatabaseRecord(BaseModel):
     """The leader's peer-data record of the PostgreSQL database the application runs on.
 
     `source` identifies the relation (`<endpoint>:<relation id>`); `use` is the database
-    Synapse connects to (the provider's, or the C-collated one the charm created); `state`
-    is `ready` once any SQLite data was ported, `port-failed` (with `reason`) otherwise.
+    Synapse connects to (the provider's, or the C-collated one the charm created), and
+    `allow_unsafe_locale` whether its ctype is C.UTF-8; `state` is `ready` once any SQLite
+    data was ported, `port-failed` (with `reason`) otherwise.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -451,6 +455,7 @@ class DatabaseRecord(BaseModel):
     use: str = ""
     state: typing.Literal["ready", "port-failed"]
     reason: str = ""
+    allow_unsafe_locale: bool = False
 
     @classmethod
     def from_peer_data(cls, raw: str | None) -> "DatabaseRecord | None":

@@ -20,6 +20,9 @@ MIN_PYTHON="3.11"
 # reverse proxy, observability, backup, SSO and federation workload tests.
 DEBIAN_PACKAGES=(util-linux postgresql redis-server python3 python3-venv nginx prometheus radosgw xmlsec1 locales openssl
     ca-certificates iproute2)
+# Locales the workload tests initialise PostgreSQL clusters with (a database that is not
+# C-collated, as a non-default PostgreSQL gives); `locales` ships only C, C.UTF-8 and POSIX.
+LOCALES=(en_US.UTF-8)
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_VENV="$REPO/.tox/.dev-tools"
@@ -75,6 +78,33 @@ install_debian_packages() {
     apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"
 }
 
+# Whether `locale -a` lists the locale (glibc lists en_US.UTF-8 as en_US.utf8).
+has_locale() {
+    local wanted
+    wanted="$(printf '%s' "$1" | tr 'A-Z' 'a-z' | tr -d '-')"
+    locale -a 2>/dev/null | tr 'A-Z' 'a-z' | tr -d '-' | grep -qx "$wanted"
+}
+
+generate_locales() {
+    local name missing=()
+    for name in "${LOCALES[@]}"; do
+        has_locale "$name" || missing+=("$name")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return
+    fi
+    say "generating locales: ${missing[*]}"
+    for name in "${missing[@]}"; do
+        # Uncomment Debian's line for it, or add one: "en_US.UTF-8 UTF-8".
+        if grep -qE "^# *${name//./\\.} " /etc/locale.gen 2>/dev/null; then
+            sed -i -E "s/^# *(${name//./\\.} )/\\1/" /etc/locale.gen
+        elif ! grep -qE "^${name//./\\.} " /etc/locale.gen 2>/dev/null; then
+            printf '%s %s\n' "$name" "${name##*.}" >>/etc/locale.gen
+        fi
+    done
+    locale-gen >/dev/null
+}
+
 install_tox() {
     local python="$1"
     if [ -x "$TOOLS_VENV/bin/tox" ] && [ "$("$TOOLS_VENV/bin/python" -c 'import tox; print(tox.__version__)' 2>/dev/null)" = "$TOX_VERSION" ]; then
@@ -91,6 +121,7 @@ setup() {
     local python
     python="$(find_python)"
     install_debian_packages "$python"
+    generate_locales
     install_tox "$python"
 }
 

@@ -25,8 +25,10 @@ __all__ = ["DatabaseEndpoint", "DatabaseRequires", "RequirerEndpoint", "format_h
 logger = logging.getLogger(__name__)
 
 
-# CREATEDB lets the charm create a correctly collated database itself, owned by its user.
-REQUESTED_ROLES = "CREATEDB"
+# `createdb` lets the charm create a C-collated database itself when the provided one is not.
+# Lower case: postgresql-k8s 16 accepts exactly `createdb` (it makes the user a member of
+# charmed_databases_owner, which has CREATEDB); 14 lower-cases the list and sets the attribute.
+REQUESTED_ROLES = "createdb"
 REQUESTED_SECRETS = ("username", "password", "tls", "tls-ca", "uris")
 DEFAULT_POSTGRES_PORT = 5432
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")

@@ -104,6 +104,7 @@ def render_homeserver_config(state: CharmState) -> str:
             database_args=state.database_args(),
             email=state.email_config(),
             saml2=state.saml2_config(),
+            database_allow_unsafe_locale=bool(state.database and state.database.allow_unsafe_locale),
             synapse_port=SYNAPSE_PORT,
             metrics_port=METRICS_PORT,
             trusted_key_servers=[{"server_name": name} for name in config.trusted_key_servers],

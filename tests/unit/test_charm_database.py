@@ -685,9 +685,10 @@ def test_without_createdb_a_unit_on_sqlite_keeps_running(env: CharmEnv) -> None:
             f"CONNECT on {C_DATABASE} and allow it in the PostgreSQL server's pg_hba",
         ),
         (
-            collation({"error": "target-owner", "owner": "relation_1", "user": DB_USER}),
-            f"database {C_DATABASE} belongs to relation_1, not to this relation's user {DB_USER}; as a PostgreSQL "
-            f'superuser run: ALTER DATABASE "{C_DATABASE}" OWNER TO "{DB_USER}"',
+            collation({"database": C_DATABASE, "error": "foreign-database", "owner": "operator", "user": DB_USER}),
+            f"user {DB_USER} may not connect to database {C_DATABASE}, which belongs to operator (a re-created "
+            f"relation gets a new user); as a PostgreSQL superuser, connected to {C_DATABASE}, run: ALTER DATABASE "
+            f'"{C_DATABASE}" OWNER TO "{DB_USER}"',
         ),
         (
             collation({"unexpected": True}),
@@ -725,6 +726,136 @@ def test_database_that_cannot_be_prepared_blocks(env: CharmEnv, script: testing.
     assert fragment in out.unit_status.message
     assert service(out) is None
     assert record(out) is None
+
+
+# The decision table as the charm sees it: what the prepare script answers for each provider
+# set-up, and what the unit then runs and shows (the script's own rules: tests/unit/workload/).
+TRACKS: dict[str, tuple[dict[str, typing.Any], str | None, bool, type[ops.StatusBase]]] = {
+    # collate C / ctype C.UTF-8 (postgresql-k8s 16 and 14): the provided database, allow_unsafe_locale.
+    "c-utf8": ({"database": APP, "allow_unsafe_locale": True}, APP, True, ops.ActiveStatus),
+    # collate and ctype C: the provided database as is.
+    "c": ({"database": APP, "allow_unsafe_locale": False}, APP, False, ops.ActiveStatus),
+    # not C, CREATEDB by attribute (14) or through charmed_databases_owner (16): <db>_c.
+    "en-us-createdb": ({"database": C_DATABASE, "created": True}, C_DATABASE, False, ops.ActiveStatus),
+    # not C, <db>_c created but 14's pg_hba does not list it yet.
+    "en-us-pg-hba-pending": (
+        {"database": C_DATABASE, "error": "hba-pending", "detail": "FATAL:  no pg_hba.conf entry"},
+        None,
+        False,
+        ops.WaitingStatus,
+    ),
+    # not C, no way to create a database: the statement to run.
+    "en-us-no-createdb": (
+        {"error": "no-createdb", "locale": ["en_US.UTF-8", "en_US.UTF-8"], "user": DB_USER},
+        None,
+        False,
+        ops.BlockedStatus,
+    ),
+}
+
+
+@pytest.mark.parametrize("track", list(TRACKS))
+def test_decision_table_database_flag_and_status(env: CharmEnv, track: str) -> None:
+    answer, used, unsafe, status_type = TRACKS[track]
+    state = with_execs(env.state(relations={database_relation(provider_data())}), collation(answer))
+
+    out = env.pebble_ready(state)
+    out = env.run(env.ctx.on.update_status(), env.ready(out) if used else out)
+
+    assert isinstance(out.unit_status, status_type), out.unit_status
+    if used is None:
+        assert service(out) is None
+        assert record(out) is None
+        return
+    section = database_section(env)
+    assert section["args"]["dbname"] == used
+    assert section.get("allow_unsafe_locale", False) is unsafe
+    assert record(out) == DatabaseRecord(
+        source=f"{DATABASE_ENDPOINT}:{relation_on(out, DATABASE_ENDPOINT).id}",
+        use=used,
+        state="ready",
+        allow_unsafe_locale=unsafe,
+    )
+    assert service(out) == ACTIVE
+
+
+def test_allow_unsafe_locale_is_logged_and_kept_from_the_record(
+    env: CharmEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = with_execs(env.state(relations={database_relation(provider_data())}), collation(TRACKS["c-utf8"][0]))
+    with caplog.at_level(logging.INFO):
+        out = env.ready(env.pebble_ready(state))
+    assert "has collation C and ctype C.UTF-8: Synapse runs on it with allow_unsafe_locale" in caplog.text
+    execs_run(env)
+
+    with record_side_effects() as effects:
+        out = env.run(env.ctx.on.config_changed(), out)
+
+    assert execs_run(env) == []  # the record decides: no second check
+    assert effects.pebble.calls == []
+    assert database_section(env)["allow_unsafe_locale"] is True
+
+
+def test_pg_hba_pending_waits_then_runs_on_a_later_hook(env: CharmEnv) -> None:
+    pending = collation(TRACKS["en-us-pg-hba-pending"][0])
+    state = with_execs(env.state(relations={database_relation(provider_data())}), pending)
+    out = env.pebble_ready(state)
+    assert out.unit_status == ops.WaitingStatus(
+        f"waiting for PostgreSQL to allow connections to {C_DATABASE} (its pg_hba.conf has no entry for it yet; "
+        "postgresql-k8s 14 adds one within a minute)"
+    )
+
+    out = env.run(env.ctx.on.update_status(), with_execs(out, collation({"database": C_DATABASE})))
+
+    assert database_section(env)["args"]["dbname"] == C_DATABASE
+    assert service(out) == ACTIVE
+
+
+def recreated(env: CharmEnv, answer: dict[str, typing.Any]) -> tuple[testing.State, testing.Relation]:
+    """A server on PostgreSQL whose relation was removed and added again (a new relation id)."""
+    out = on_postgresql(env)
+    old = relation_on(out, DATABASE_ENDPOINT)
+    out = with_relations(env.run(env.ctx.on.relation_broken(old), out))
+    assert service(out) != ACTIVE
+    again = database_relation(provider_data(username="relation_id_9"))
+    return with_execs(with_relations(out, again), collation(answer)), again
+
+
+def test_recreated_relation_keeps_the_database_in_use(env: CharmEnv) -> None:
+    state, again = recreated(env, {"database": C_DATABASE})
+
+    out = env.run(env.ctx.on.relation_changed(again), state)
+
+    (run,) = execs_run(env)
+    assert json.loads(typing.cast(str, run.stdin))["keep"] == C_DATABASE
+    assert database_section(env)["args"] == expected_args(user="relation_id_9")
+    assert service(out) == ACTIVE
+    assert record(out) == DatabaseRecord(source=f"{DATABASE_ENDPOINT}:{again.id}", use=C_DATABASE, state="ready")
+
+
+def test_recreated_relation_whose_user_cannot_use_the_tables_blocks_with_synapse_stopped(env: CharmEnv) -> None:
+    unusable = {
+        "database": C_DATABASE,
+        "error": "unusable",
+        "user": "relation_id_9",
+        "role": "relation_id_9",
+        "owners": [["operator", 230]],
+    }
+    state, again = recreated(env, unusable)
+    before = env.read(CONFIG_PATH)
+
+    with record_side_effects() as effects:
+        out = env.run(env.ctx.on.relation_changed(again), state)
+
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+    assert out.unit_status.message.startswith(
+        f"user relation_id_9 cannot use database {C_DATABASE}: it does not own the tables already there (230 owned "
+        "by operator;"
+    )
+    # The old relation's files stay, and Synapse is not started on them: no crash loop.
+    assert env.read(CONFIG_PATH) == before
+    assert ("replan", ()) not in effects.pebble.calls
+    assert service(out) != ACTIVE
 
 
 # --- porting SQLite -------------------------------------------------------------------------

@@ -120,10 +120,20 @@ def _service_account() -> pwd.struct_passwd | None:
 class PostgresServer:
     """One PostgreSQL cluster in a temporary directory, listening on 127.0.0.1."""
 
-    def __init__(self, locale: str | None = None, bin_dir: Path | None = None):
+    def __init__(
+        self,
+        locale: str | None = None,
+        bin_dir: Path | None = None,
+        *,
+        collate: str | None = None,
+        ctype: str | None = None,
+    ):
         self.bin_dir = bin_dir or find_bin_dir()
         self.version = int(self.bin_dir.parent.name) if self.bin_dir.parent.name.isdigit() else 0
         self.locale = locale or non_c_locale()
+        # initdb's --lc-collate/--lc-ctype, overriding `locale` (postgresql-k8s: C and C.UTF-8).
+        self.collate = collate
+        self.ctype = ctype
         self.host = HOST
         self.port = 0
         self.base_dir = Path(tempfile.mkdtemp(prefix="synapse-pg-"))
@@ -196,6 +206,8 @@ class PostgresServer:
                 "UTF8",
                 "--locale",
                 self.locale,
+                *(["--lc-collate", self.collate] if self.collate else []),
+                *(["--lc-ctype", self.ctype] if self.ctype else []),
                 "--auth-local",
                 "trust",
                 "--auth-host",
@@ -264,6 +276,31 @@ class PostgresServer:
                 return
             time.sleep(0.1)
         raise PostgresError(f"postgres did not accept connections within {START_TIMEOUT:.0f}s: {self.log_tail()}")
+
+    @property
+    def hba_path(self) -> Path:
+        """The cluster's pg_hba.conf."""
+        return self.data_dir / "pg_hba.conf"
+
+    def set_hba(self, host_lines: list[str]) -> None:
+        """Replace pg_hba.conf: trust on the socket (the tests' administration), then `host_lines`.
+
+        Takes effect at the next start or `reload`, as a provider's rewritten pg_hba does.
+        """
+        lines = ["local all all trust", *host_lines]
+        self.hba_path.write_text("".join(f"{line}\n" for line in lines))
+
+    def reload(self) -> None:
+        """Make the server re-read pg_hba.conf (SIGHUP), and wait until it has."""
+        if self._process is None:
+            raise PostgresError("the server is not running")
+        before = self.execute("SELECT pg_conf_load_time()")[0][0]
+        os.kill(self._process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.execute("SELECT pg_conf_load_time()")[0][0] == before:
+            if time.monotonic() > deadline:
+                raise PostgresError(f"the server did not reload within {START_TIMEOUT:.0f}s: {self.log_tail()}")
+            time.sleep(0.05)
 
     def is_running(self) -> bool:
         """Whether the postmaster we started is alive."""

@@ -21,6 +21,7 @@ from tests.workload.postgres import PostgresServer, Role, free_port, unique_name
 from workload import postgres_setup
 from workload.postgres_setup import (
     DatabaseSetupError,
+    PreparedDatabase,
     c_database_name,
     port_sqlite,
     prepare_database,
@@ -81,7 +82,7 @@ def test_c_database_is_used_as_is(postgres_server: PostgresServer, container: op
     name = unique_name("c_db")
     postgres_server.create_database(name, owner=role.name, collate="C", ctype="C")
 
-    assert prepare_database(container, connect_args(postgres_server, role, name)) == name
+    assert prepare_database(container, connect_args(postgres_server, role, name)).name == name
 
     assert c_database_name(name) not in postgres_server.databases()
 
@@ -94,7 +95,7 @@ def test_non_c_database_with_createdb_gets_a_c_database_owned_by_the_user(
     postgres_server.provider_database(name, role)
     assert postgres_server.database_locale(name) != ("C", "C")
 
-    used = prepare_database(container, connect_args(postgres_server, role, name))
+    used = prepare_database(container, connect_args(postgres_server, role, name)).name
 
     assert used == f"{name}_c"
     assert postgres_server.database_locale(used) == ("C", "C")
@@ -108,35 +109,92 @@ def test_non_c_database_with_createdb_gets_a_c_database_owned_by_the_user(
 
     # Asked again (the next hook, another leader): the same database, nothing new.
     before = sorted(postgres_server.databases())
-    assert prepare_database(container, connect_args(postgres_server, role, name)) == used
+    assert prepare_database(container, connect_args(postgres_server, role, name)).name == used
     assert sorted(postgres_server.databases()) == before
 
 
 def test_c_database_of_another_user_is_refused_with_the_statements_that_fix_it(
     postgres_server: PostgresServer, container: ops.Container
 ) -> None:
-    # Relating again gives a new user; the <db>_c the old user created is not the new user's.
+    # Relating again gives a new user; the <db>_c the old user created, and its tables, are not the new user's.
     old = postgres_server.create_role(unique_name("old_user"), createdb=True)
     name = unique_name("relinked_db")
     postgres_server.provider_database(name, old)
-    used = prepare_database(container, connect_args(postgres_server, old, name))
+    used = prepare_database(container, connect_args(postgres_server, old, name)).name
+    postgres_server.psql("CREATE TABLE users (name text PRIMARY KEY); CREATE VIEW v AS SELECT 1", dbname=used, role=old)
+    postgres_server.psql("CREATE SEQUENCE free_standing", dbname=used, role=old)
     new = postgres_server.create_role(unique_name("new_user"), createdb=True)
     postgres_server.execute(f'GRANT ALL ON DATABASE "{name}" TO "{new.name}"')
     postgres_server.execute(f'GRANT CONNECT ON DATABASE "{used}" TO "{new.name}"')
 
     with pytest.raises(DatabaseSetupError) as excinfo:
-        prepare_database(container, connect_args(postgres_server, new, name))
+        prepare_database(container, connect_args(postgres_server, new, name), keep=used)
 
     message = str(excinfo.value)
-    assert f"database {used} belongs to {old.name}, not to this relation's user {new.name}" in message
-    alter = f'ALTER DATABASE "{used}" OWNER TO "{new.name}"'
-    reassign = f'REASSIGN OWNED BY "{old.name}" TO "{new.name}"'
-    assert alter in message
-    assert reassign in message
+    assert message.startswith(
+        f"user {new.name} cannot use database {used}: it may not create tables in schema public and does not own "
+        f"the tables already there (3 owned by {old.name}; a re-created relation gets a new user); "
+    )
+    marker = f"as a PostgreSQL superuser, connected to {used}, run: "
+    assert message.split(marker, 1)[1].startswith(f'GRANT USAGE, CREATE ON SCHEMA "public" TO "{new.name}"; DO $$')
     # The statements work: run as the superuser, the new user's next try gets the database.
-    postgres_server.execute(alter)
-    postgres_server.execute(reassign, dbname=used)
-    assert prepare_database(container, connect_args(postgres_server, new, name)) == used
+    postgres_server.execute(message.split(marker, 1)[1], dbname=used)
+    assert prepare_database(container, connect_args(postgres_server, new, name), keep=used) == PreparedDatabase(used)
+    assert postgres_server.execute(
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class WHERE relnamespace = 'public'::regnamespace",
+        dbname=used,
+    ) == [[new.name]]
+
+
+def test_provided_c_database_with_tables_of_a_removed_user_names_the_owner_and_the_fix(
+    postgres_server: PostgresServer, container: ops.Container
+) -> None:
+    # postgresql-k8s 14 on relation removal: REASSIGN OWNED BY <user> TO operator (a superuser).
+    old = postgres_server.create_role(unique_name("old_user"))
+    name = unique_name("c_db")
+    postgres_server.create_database(name, owner=old.name, collate="C", ctype="C")
+    postgres_server.psql("CREATE TABLE events (id bigserial PRIMARY KEY, body text)", dbname=name, role=old)
+    operator = unique_name("operator")
+    postgres_server.execute(f'CREATE ROLE "{operator}" SUPERUSER NOLOGIN')
+    postgres_server.execute(f'REASSIGN OWNED BY "{old.name}" TO "{operator}"', dbname=name)
+    new = postgres_server.create_role(unique_name("new_user"))
+    postgres_server.execute(f'GRANT ALL ON DATABASE "{name}" TO "{new.name}"')
+    postgres_server.execute(f'GRANT ALL ON SCHEMA public TO "{new.name}"', dbname=name)
+
+    with pytest.raises(DatabaseSetupError) as excinfo:
+        prepare_database(container, connect_args(postgres_server, new, name), keep=name)
+
+    message = str(excinfo.value)
+    assert f"user {new.name} cannot use database {name}: it does not own the tables already there" in message
+    assert f"(2 owned by {operator}; " in message  # the table and its sequence
+    postgres_server.execute(message.split("run: ", 1)[1], dbname=name)
+    assert prepare_database(container, connect_args(postgres_server, new, name), keep=name) == PreparedDatabase(name)
+    assert postgres_server.psql("INSERT INTO events (body) VALUES ('x') RETURNING id", dbname=name, role=new) == [["1"]]
+
+
+def test_c_utf8_database_is_used_with_allow_unsafe_locale(
+    postgres_server: PostgresServer, container: ops.Container
+) -> None:
+    role = postgres_server.create_role(unique_name("user"), createdb=False)
+    name = unique_name("c_utf8_db")
+    postgres_server.create_database(name, owner=role.name, collate="C", ctype="C.UTF-8")
+
+    assert prepare_database(container, connect_args(postgres_server, role, name)) == PreparedDatabase(name, True)
+    assert f"{name}_c" not in postgres_server.databases()
+
+
+def test_a_kept_database_the_server_lacks_is_refused_not_replaced(
+    postgres_server: PostgresServer, container: ops.Container
+) -> None:
+    role = postgres_server.create_role(unique_name("user"))
+    name = unique_name("provider_db")
+    postgres_server.provider_database(name, role)
+
+    with pytest.raises(DatabaseSetupError) as excinfo:
+        prepare_database(container, connect_args(postgres_server, role, name), keep=f"{name}_c")
+
+    assert str(excinfo.value).startswith(f"Synapse's data is in database {name}_c, which the related PostgreSQL")
+    assert f"{name}_c" not in postgres_server.databases()
 
 
 def test_without_createdb_the_error_gives_the_statement_that_fixes_it(
@@ -162,7 +220,7 @@ def test_without_createdb_the_error_gives_the_statement_that_fixes_it(
 
     postgres_server.execute(statement)  # what the operator does
 
-    assert prepare_database(container, connect_args(postgres_server, role, name)) == f"{name}_c"
+    assert prepare_database(container, connect_args(postgres_server, role, name)).name == f"{name}_c"
     assert postgres_server.database_owner(f"{name}_c") == role.name
 
 

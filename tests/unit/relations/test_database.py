@@ -244,7 +244,28 @@ def test_request_is_the_v0_shape_the_provider_understands() -> None:
     assert len(ProviderCharm.seen_requests) == 1
     request = ProviderCharm.seen_requests[0]
     assert request.resource == DB_NAME
-    assert request.extra_user_roles == "CREATEDB"
+    assert request.extra_user_roles == "createdb"
+
+
+# postgresql-k8s 16 accepts exactly these `extra-user-roles` values and blocks on anything else;
+# 14 lower-cases the comma-separated list and accepts the attributes createdb, createrole and
+# superuser, or existing role names (canonical/postgresql-k8s-operator, June 2026).
+TRACK_16_ACCEPTED = {
+    "charmed_stats",
+    "charmed_read",
+    "charmed_dml",
+    "charmed_admin",
+    "createdb",
+    "superuser",
+    "charmed_admin,createdb",
+}
+TRACK_14_ATTRIBUTES = {"createdb", "createrole", "superuser"}
+
+
+def test_requested_roles_are_accepted_by_both_tracks_and_grant_only_createdb() -> None:
+    assert REQUESTED_ROLES in TRACK_16_ACCEPTED
+    assert set(REQUESTED_ROLES.lower().split(",")) <= TRACK_14_ATTRIBUTES
+    assert REQUESTED_ROLES == "createdb"  # the least the C-collated fallback database needs
 
 
 def test_secret_based_answer_from_the_real_provider() -> None:
