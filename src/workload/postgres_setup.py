@@ -10,9 +10,11 @@ or a world-readable file.
   sort order Synapse's indexes depend on is byte order either way. Otherwise `<name>_c`,
   created from template0 with LC_COLLATE/LC_CTYPE 'C' by the user (CREATEDB attribute,
   postgresql-k8s 14) or by a CREATEDB role it is a member of (`charmed_databases_owner`, 16),
-  with no privileges for PUBLIC. It also checks that the user can run Synapse's schema there
-  (CREATE on the schema, owner of the tables already there), else explains exactly what the
-  operator must run; a database pg_hba does not allow yet (14's poller) means wait.
+  with no privileges for PUBLIC; in a database owned by such a role, the user's sessions run
+  as that role (`ALTER ROLE … IN DATABASE … SET role`), so its tables outlive the user.
+  It also checks that the user can run Synapse's schema there (CREATE on the schema, owner
+  of the tables already there), else explains exactly what the operator must run; a
+  database pg_hba does not allow yet (14's poller) means wait.
 - `sqlite_pending_updates`: the porter refuses a SQLite database with pending background
   updates; the charm waits for Synapse to finish them instead of failing.
 - `port_sqlite`: copy the SQLite database into PostgreSQL with Synapse stopped.
@@ -36,8 +38,6 @@ PORT_TIMEOUT = 6 * 3600
 
 _PREPARE_SCRIPT = r"""
 import json, sys
-
-SYSTEM_ROLE_PREFIX = "pg_"
 
 
 def locale_verdict(collate, ctype):
@@ -77,7 +77,7 @@ def creator_role(cur):
     return row[0] if row else None
 
 
-def create_c_database(psycopg2, sql, cur, target, user):
+def create_c_database(sql, cur, target, user):
     creator = creator_role(cur)
     if creator is None:
         return False
@@ -88,10 +88,29 @@ def create_c_database(psycopg2, sql, cur, target, user):
         )
     )
     cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(target)))
-    if creator != user:
-        cur.execute(sql.SQL("GRANT ALL ON DATABASE {} TO {}").format(sql.Identifier(target), sql.Identifier(user)))
     cur.execute("RESET ROLE")
     return True
+
+
+def adopt_owner_role(sql, cur, target, user):
+    # <db>_c owned by a group role the user is a member of (16's charmed_databases_owner): the
+    # user's sessions there run as that role, as 16's login hook does on the provided database,
+    # so Synapse's tables belong to it and a later relation user (also a member) can use them.
+    cur.execute(
+        "SELECT r.rolname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s "
+        "AND r.rolname <> session_user AND NOT r.rolsuper AND NOT r.rolcanlogin "
+        "AND pg_has_role(session_user, r.oid, 'MEMBER')",
+        (target,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        return
+    cur.execute("SET ROLE NONE")  # ALTER ROLE for oneself, not as the role a login hook switched to
+    cur.execute(
+        sql.SQL("ALTER ROLE {} IN DATABASE {} SET role = {}").format(
+            sql.Identifier(user), sql.Identifier(target), sql.Literal(row[0])
+        )
+    )
 
 
 def usability(cur):
@@ -142,10 +161,12 @@ def main(request):
     if locale is None and (request.get("keep") or target != request["c_database"]):
         return dict(answer, error="missing")
     if locale is None:
-        if not create_c_database(psycopg2, sql, cur, target, user):
+        if not create_c_database(sql, cur, target, user):
             return dict(answer, error="no-createdb", locale=list(provided_locale))
         answer["created"] = True
         locale = locale_of(cur, target)
+    if target == request["c_database"]:
+        adopt_owner_role(sql, cur, target, user)
     verdict = locale_verdict(*locale)
     if verdict == "wrong":
         return dict(answer, error="target-locale", locale=list(locale))

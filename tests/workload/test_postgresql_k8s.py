@@ -7,8 +7,8 @@ providers' catalogues with plain SQL):
   `charmed_<db>_owner`. Synapse runs on the provided database with allow_unsafe_locale.
 - 14: a cluster whose databases are not C-collated (so the charm needs `<db>_c`); a user with
   CREATEDB; pg_hba lists only the provided database until the test refreshes it.
-- en_US.UTF-8 collate and ctype with a plain user: tests/workload/test_database_switch.py
-  (the session server), and here the shared decision through a 16-like user.
+- en_US.UTF-8 collate and ctype: with a 16-like user (`<db>_c` created as
+  charmed_databases_owner), and with a plain user in tests/workload/test_database_switch.py.
 
 In each, Synapse becomes healthy on the charm's config, users register and log in, and the
 unit ends Active. Then the relation is re-created with a new user: the charm runs on the
@@ -29,7 +29,7 @@ from state import DatabaseRecord
 from tests.workload import harness
 from tests.workload.conftest import DriverFactory
 from tests.workload.postgres import PostgresError, PostgresServer, Role, unique_name
-from tests.workload.postgresql_k8s import OPERATOR, Track14, Track16, database_owner_role
+from tests.workload.postgresql_k8s import DATABASES_OWNER, OPERATOR, Track14, Track16, database_owner_role
 
 SERVER_NAME = "pgk8s.test"
 PROVIDER = "postgresql-k8s"
@@ -119,7 +119,7 @@ def cluster(locale: str, collate: str | None = None, ctype: str | None = None) -
         server.start()
     except PostgresError as exc:
         server.cleanup()
-        pytest.fail(f"cannot start PostgreSQL: {exc}")
+        pytest.fail(f"cannot start PostgreSQL with locale {locale} (`sudo bash tools/dev.sh setup` makes it): {exc}")
     try:
         yield server
     finally:
@@ -178,6 +178,39 @@ def test_track16_runs_on_the_provided_database_and_survives_a_recreated_relation
     assert_active(driver)
     assert harness.token_for(alice, PASSWORD)
     register_and_log_in(driver, "bob")
+
+
+def test_track16_on_a_non_c_server_creates_the_c_database_as_charmed_databases_owner(
+    make_driver: DriverFactory, en_us_server: PostgresServer
+) -> None:
+    server = en_us_server
+    database = unique_name("synapse")
+    used = f"{database}_c"
+    provider = Track16(server, database)
+    first = provider.relation_user("relation_id_5")
+    driver = make_driver({"server_name": SERVER_NAME})
+    relation_id = add_relation(driver, provider_data(server, first, database, "16.6"))
+
+    driver.deploy()
+
+    assert database_section(driver)["args"]["dbname"] == used
+    assert "allow_unsafe_locale" not in database_section(driver)
+    assert server.database_locale(used) == ("C", "C")
+    assert server.database_owner(used) == DATABASES_OWNER
+    assert_active(driver)
+    alice = register_and_log_in(driver, "alice")
+    assert table_owners(server, used) == {DATABASES_OWNER}
+
+    # Re-created: the new user (also a member) runs on the same tables; the old one could be dropped.
+    unrelate(driver, relation_id)
+    provider.remove(first)
+    second = provider.relation_user("relation_id_6")
+    relate(driver, provider_data(server, second, database, "16.6"))
+
+    assert database_section(driver)["args"]["dbname"] == used
+    assert database_section(driver)["args"]["user"] == second.name
+    assert_active(driver)
+    assert harness.token_for(alice, PASSWORD)
 
 
 # --- 14: CREATEDB attribute, pg_hba refreshed by a poller ------------------------------------
