@@ -9,7 +9,11 @@ from constants import (
     CHECK_READY,
     CONTAINER_NAME,
     DATABASE_ENDPOINT,
+    GRAFANA_DASHBOARD_ENDPOINT,
     LEGACY_DB_ENDPOINT,
+    LOGGING_ENDPOINT,
+    METRICS_ENDPOINT,
+    METRICS_PORT,
     PEER_RELATION,
     SAML_ENDPOINT,
     SMTP_ENDPOINT,
@@ -17,7 +21,10 @@ from constants import (
 from database_lifecycle import DatabaseLifecycle
 from outcomes import Desired, Hold, Outcome, PrepareDatabase, Standby, Stop
 from relations.database import DatabaseRequires
+from relations.grafana_dashboard import GrafanaDashboardProvider
 from relations.legacy_db import LegacyDatabaseRequires
+from relations.logging import LokiPushRequirer
+from relations.metrics import MetricsEndpointProvider, scrape_job
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
 from server_secrets import ensure_server_secrets
@@ -42,6 +49,9 @@ class SynapseCharm(ops.CharmBase):
         self.database_lifecycle = DatabaseLifecycle(self, self.workload, self.database, self.legacy_db)
         self.smtp = SmtpRequires(self, SMTP_ENDPOINT)
         self.saml = SamlRequires(self, SAML_ENDPOINT)
+        self.metrics = MetricsEndpointProvider(self, METRICS_ENDPOINT)
+        self.dashboards = GrafanaDashboardProvider(self, GRAFANA_DASHBOARD_ENDPOINT)
+        self.logging = LokiPushRequirer(self, LOGGING_ENDPOINT)
         self._outcome: Outcome | None = None
         for event in (
             self.on.install,
@@ -60,8 +70,13 @@ class SynapseCharm(ops.CharmBase):
             self.on[DATABASE_ENDPOINT].relation_changed,
             self.on[DATABASE_ENDPOINT].relation_broken,
             *self.legacy_db.events,
-            *self.smtp.events,
             *self.saml.events,
+            *self.smtp.events,
+            self.on[GRAFANA_DASHBOARD_ENDPOINT].relation_created,
+            self.on[LOGGING_ENDPOINT].relation_broken,
+            self.on[LOGGING_ENDPOINT].relation_changed,
+            self.on[LOGGING_ENDPOINT].relation_departed,
+            self.on[METRICS_ENDPOINT].relation_created,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.secret_changed, self._on_secret_changed)
@@ -130,6 +145,7 @@ class SynapseCharm(ops.CharmBase):
     def _reconcile(self, _: ops.EventBase | None = None) -> None:
         """Bring the workload to the desired state; a no-op when it is there already."""
         self._publish_database_request()
+        self._publish_observability()
         evaluated = self._evaluate()
         outcome = self.database_lifecycle.prepare(evaluated) if isinstance(evaluated, PrepareDatabase) else evaluated
         self._outcome = outcome
@@ -154,6 +170,18 @@ class SynapseCharm(ops.CharmBase):
         if self.unit.is_leader():
             self.database.publish_request(self.app.name)
             self.legacy_db.publish_request(self.app.name)
+
+    def _publish_observability(self) -> None:
+        """Scrape job, alert rules, dashboard and log forwarding for the related COS charms (writes only on change).
+
+        Only the leader runs Synapse, so only its address is offered for scraping.
+        """
+        self.metrics.publish([scrape_job([METRICS_PORT])], scraped=self.unit.is_leader())
+        self.dashboards.publish()
+        if self.container.can_connect():
+            targets = self.logging.log_targets(self.logging.loki_units().urls, dict(self.workload.plan().log_targets))
+            if targets:
+                self.workload.add_log_targets(targets)
 
     def _on_secret_changed(self, _: ops.SecretChangedEvent) -> None:
         """A secret we read changed (server secrets or database credentials): reconcile."""
@@ -185,6 +213,8 @@ class SynapseCharm(ops.CharmBase):
     def _on_collect_unit_status(self, event: ops.CollectStatusEvent) -> None:
         """The unit's status, derived from the same evaluation as the reconcile."""
         outcome = self._evaluate()
+        for problem in self.logging.loki_units().problems:
+            event.add_status(ops.BlockedStatus(problem))
         if isinstance(outcome, Hold | Stop | Standby):
             event.add_status(outcome.status)
         elif isinstance(outcome, PrepareDatabase):

@@ -55,3 +55,9 @@ SMTP_ENDPOINT = "smtp"
 SAML_ENDPOINT = "saml"
 # IdP metadata the charm writes when saml-integrator sends certificates and endpoints but no URL.
 SAML_IDP_METADATA_PATH = DATA_DIR / "saml-idp-metadata.xml"
+
+# Observability relations (COS): Prometheus scrape job and alert rules, Grafana dashboard, Loki logs.
+METRICS_ENDPOINT = "metrics-endpoint"
+GRAFANA_DASHBOARD_ENDPOINT = "grafana-dashboard"
+LOGGING_ENDPOINT = "logging"
+METRICS_PATH = "/_synapse/metrics"

@@ -189,6 +189,19 @@ class Workload:
         self.container = container
         # homeserver.yaml as found in the container, read once per hook (None: not read yet).
         self._installed: tuple[dict[str, typing.Any] | None] | None = None
+        # Pebble's plan, fetched once per hook and again after a layer is added.
+        self._plan: ops.pebble.Plan | None = None
+
+    def plan(self) -> ops.pebble.Plan:
+        """The container's Pebble plan (fetched at most once between layer changes)."""
+        if self._plan is None:
+            self._plan = self.container.get_plan()
+        return self._plan
+
+    def _add_layer(self, layer: ops.pebble.LayerDict) -> None:
+        """Combine `layer` into the charm's layer."""
+        self._plan = None
+        self.container.add_layer(CONTAINER_NAME, layer, combine=True)
 
     def _read(self, path: PurePosixPath) -> str | None:
         """Current content of a file in the container, None if absent."""
@@ -276,7 +289,7 @@ class Workload:
 
     def _layer_changed(self, layer: ops.pebble.LayerDict) -> bool:
         """Whether the plan differs from `layer` for Synapse's service or checks."""
-        plan: dict[str, typing.Any] = dict(self.container.get_plan().to_dict())
+        plan: dict[str, typing.Any] = dict(self.plan().to_dict())
         wanted: dict[str, typing.Any] = dict(ops.pebble.Layer(layer).to_dict())
         for section in ("services", "checks"):
             current: dict[str, typing.Any] = plan.get(section, {})
@@ -311,7 +324,7 @@ class Workload:
         layer = pebble_layer()
         layer_changed = self._layer_changed(layer)
         if layer_changed:
-            self.container.add_layer(CONTAINER_NAME, layer, combine=True)
+            self._add_layer(layer)
         if not self.is_running():
             logger.info("starting Synapse")
             self.container.replan()
@@ -321,6 +334,11 @@ class Workload:
         elif changed:
             logger.info("restarting Synapse: %s changed", ", ".join(map(str, changed)))
             self.container.restart(SERVICE_NAME)
+
+    def add_log_targets(self, log_targets: dict[str, typing.Any]) -> None:
+        """Add or change Pebble log targets; Pebble applies them at once, so nothing is replanned or restarted."""
+        logger.info("updating Pebble log forwarding: %s", ", ".join(sorted(log_targets)))
+        self._add_layer({"log-targets": log_targets})
 
     def stop(self) -> None:
         """Stop Synapse if it is running."""

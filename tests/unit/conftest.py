@@ -416,6 +416,21 @@ class CharmEnv:
         """`state` with config options changed."""
         return dataclasses.replace(state, config={**state.config, **config})
 
+    @staticmethod
+    def with_relations(state: testing.State, *relations: testing.RelationBase) -> testing.State:
+        """`state` with `relations` added."""
+        return dataclasses.replace(state, relations=frozenset({*state.relations, *relations}))
+
+    @staticmethod
+    def without_relation(state: testing.State, relation_id: int) -> testing.State:
+        """`state` without the relation `relation_id` (as after relation-broken)."""
+        return dataclasses.replace(state, relations=frozenset(r for r in state.relations if r.id != relation_id))
+
+    @classmethod
+    def replace_relation(cls, state: testing.State, relation: testing.RelationBase) -> testing.State:
+        """`state` with the relation of the same id replaced by `relation`."""
+        return cls.with_relations(cls.without_relation(state, relation.id), relation)
+
     def host_path(self, path: PurePosixPath, data_dir: Path | None = None) -> Path:
         """Where a container path under /data is on the host."""
         return (data_dir or self.data_dir) / path.relative_to(DATA_DIR)
