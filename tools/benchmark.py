@@ -12,11 +12,16 @@ tests/pebble_calls.record_pebble_calls(). The expected figures are one start and
 exactly one restart (for the real change); the script exits 1 when any run differs, so it
 doubles as a check.
 
+It also times a no-op hook (update-status on a running unit) with the observability relations
+(metrics-endpoint, grafana-dashboard, logging with two Loki units) all related against none,
+and the one-off cost those relations add to a hook process (importing cosl).
+
 Usage: python tools/benchmark.py [--runs N] [--import-runs N]   (tox -e bench)
 """
 
 import argparse
 import dataclasses
+import json
 import os
 import socket
 import statistics
@@ -24,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +42,18 @@ import yaml  # noqa: E402
 from ops import testing  # noqa: E402
 
 from charm import SynapseCharm  # noqa: E402
-from constants import CONTAINER_NAME, DATA_DIR, PEER_RELATION, SERVICE_NAME, SYNAPSE_PORT  # noqa: E402
+from constants import (  # noqa: E402
+    CONTAINER_NAME,
+    DATA_DIR,
+    GRAFANA_DASHBOARD_ENDPOINT,
+    LOGGING_ENDPOINT,
+    METRICS_ENDPOINT,
+    PEER_RELATION,
+    SERVICE_NAME,
+    SYNAPSE_PORT,
+)
 from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
+from tests.unit.conftest import record_side_effects  # noqa: E402
 
 SERVER_NAME = "synapse.test"
 SAME_CONFIG_RUNS = 3
@@ -206,18 +222,114 @@ class NoOpCharm(ops.CharmBase):
     """A charm that observes nothing: what ops.testing itself costs per event."""
 
 
-def baseline_times(runs: int) -> list[float]:
-    """Seconds per update-status for NoOpCharm with the real charm's metadata, on the same kind of state."""
+def baseline_times(runs: int, state: testing.State | None = None) -> list[float]:
+    """Seconds per update-status for NoOpCharm with the real charm's metadata, on `state` or the same kind of state."""
     meta, config, actions = (yaml.safe_load((ROOT / name).read_text()) for name in CHARM_YAML)
     ctx = testing.Context(NoOpCharm, meta=meta, config=config, actions=actions)
     samples = []
     with tempfile.TemporaryDirectory(prefix="synapse-bench-") as tmp:
-        state = initial_state(Path(tmp))
+        state = state or initial_state(Path(tmp))
         for _ in range(runs):
             began = time.perf_counter()
             state = ctx.run(ctx.on.update_status(), state)
             samples.append(time.perf_counter() - began)
     return samples
+
+
+def observability_relations() -> set[testing.Relation]:
+    """Prometheus, Grafana and two Loki units, as they answer."""
+    loki = {
+        unit: {"endpoint": json.dumps({"url": f"http://loki-{unit}.loki-endpoints.cos.svc:3100/loki/api/v1/push"})}
+        for unit in (0, 1)
+    }
+    return {
+        testing.Relation(METRICS_ENDPOINT, remote_app_name="prometheus", remote_units_data={0: {}}),
+        testing.Relation(GRAFANA_DASHBOARD_ENDPOINT, remote_app_name="grafana", remote_units_data={0: {}}),
+        testing.Relation(LOGGING_ENDPOINT, remote_app_name="loki", remote_units_data=loki),
+    }
+
+
+@dataclasses.dataclass
+class NoOpResult:
+    """No-op hooks of the charm, and of NoOpCharm on the same final state (what ops.testing costs)."""
+
+    charm: list[float]
+    ops_testing: list[float]
+    changes: int  # Pebble lifecycle calls, layers added and relation writes of the timed hooks
+
+    @property
+    def own(self) -> float:
+        """The charm's own median time per hook: the hook less ops.testing's share."""
+        return statistics.median(self.charm) - statistics.median(self.ops_testing)
+
+
+def _timed(ctx: testing.Context[typing.Any], state: testing.State) -> tuple[testing.State, float, int]:
+    """Run update-status once: the output state, the seconds it took and the changes it made."""
+    with record_side_effects() as effects:
+        began = time.perf_counter()
+        state = ctx.run(ctx.on.update_status(), state)
+        took = time.perf_counter() - began
+    return state, took, len(effects.pebble.calls) + len(effects.layers) + len(effects.relation_writes)
+
+
+def noop_times(runs: int) -> tuple[NoOpResult, NoOpResult]:
+    """Seconds per update-status on a running unit without, and with, the observability relations.
+
+    The first hooks (untimed) start Synapse and publish; the timed ones must change nothing.
+    NoOpCharm runs on the same states (whose databags hold what the charm published) for
+    ops.testing's share. The four kinds of hook are interleaved so that load on the machine
+    weighs on all of them alike.
+    """
+    ctx = testing.Context(SynapseCharm)
+    meta, config, actions = (yaml.safe_load((ROOT / name).read_text()) for name in CHARM_YAML)
+    noop_ctx = testing.Context(NoOpCharm, meta=meta, config=config, actions=actions)
+    results = (NoOpResult([], [], 0), NoOpResult([], [], 0))
+    with tempfile.TemporaryDirectory(prefix="synapse-bench-") as tmp:
+        states = []
+        for index, extra in enumerate((set(), observability_relations())):
+            data = Path(tmp) / str(index)
+            data.mkdir()
+            state = initial_state(data)
+            state = dataclasses.replace(state, relations=frozenset({*state.relations, *extra}))
+            state = ctx.run(ctx.on.pebble_ready(state.get_container(CONTAINER_NAME)), state)
+            states.append(ctx.run(ctx.on.update_status(), state))
+        for _ in range(runs):
+            for index, result in enumerate(results):
+                states[index], took, changes = _timed(ctx, states[index])
+                result.charm.append(took)
+                result.changes += changes
+                _, took, _ = _timed(noop_ctx, states[index])
+                result.ops_testing.append(took)
+    return results
+
+
+def cosl_import_times(runs: int) -> list[float]:
+    """Seconds to `import cosl` in a new interpreter that has imported the charm (what a related hook adds once)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT / "lib")))}
+    code = "import time, charm; t = time.perf_counter(); import cosl; print(time.perf_counter() - t)"
+    results = []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        results.append(float(out.strip().splitlines()[-1]))
+    return results
+
+
+def print_observability(none: NoOpResult, related: NoOpResult, cosl: list[float], charm: float) -> None:
+    """No-op hook time with all observability relations against none, and the per-process import cost."""
+    print(f"\nNo-op update-status, Prometheus + Grafana + Loki related vs none ({len(none.charm)} hooks each, ms)")
+    print(f"  {'':<22} {'hook':>8} {'ops.testing':>12} {'charm own':>10}")
+    for label, result in (("none related", none), ("all three related", related)):
+        hook, harness = statistics.median(result.charm), statistics.median(result.ops_testing)
+        print(f"  {label:<22} {_ms(hook)} {_ms(harness):>12} {_ms(result.own):>10}")
+    hook_ratio = statistics.median(related.charm) / statistics.median(none.charm)
+    print(f"  ratio, whole hook (median)        {hook_ratio:6.2f}   (target <= 1.2, ops.testing included)")
+    print(f"  ratio, charm's own time           {related.own / none.own:6.2f}")
+    fresh = (charm + related.own + statistics.median(cosl)) / (charm + none.own)
+    print(f"  import cosl once per hook process {_ms(statistics.median(cosl))}   (median of {len(cosl)} interpreters)")
+    print(f"  ratio, fresh hook process         {fresh:6.2f}   (charm import + charm's own time, + cosl when related)")
+    print(f"  changes made by the no-op hooks   {none.changes + related.changes:6d}   (Pebble calls, layers, writes)")
 
 
 def print_timings(results: list[SequenceResult], baseline: list[float]) -> None:
@@ -279,12 +391,19 @@ def main() -> int:
     heaviest = heaviest_imports(5)
     results = [run_sequence() for _ in range(args.runs)]
     baseline = baseline_times(args.runs * UPDATE_STATUS_RUNS)
+    none, related = noop_times(args.runs * UPDATE_STATUS_RUNS)
+    cosl = cosl_import_times(args.import_runs)
     print_timings(results, baseline)
     print_imports(times, heaviest)
+    print_observability(none, related, cosl, statistics.median(times))
+    changes = none.changes + related.changes
     ok = print_restarts(results)
     print(f"\nbenchmark took {time.perf_counter() - began:.1f} s")
     if not ok:
         print(f"FAIL: expected {EXPECTED_STARTS} start and {EXPECTED_RESTARTS} restart in every sequence")
+        return 1
+    if changes:
+        print(f"FAIL: the no-op hooks with the observability relations made {changes} changes")
         return 1
     print(f"OK: {EXPECTED_STARTS} start and {EXPECTED_RESTARTS} restart in each of {len(results)} sequences")
     return 0

@@ -77,6 +77,7 @@ class LokiPushRequirer:
     def __init__(self, charm: ops.CharmBase, endpoint: str = LOGGING_ENDPOINT):
         self.charm = charm
         self.endpoint = endpoint
+        self._units: LokiUnits | None = None  # parsed once per hook
 
     @property
     def relations(self) -> list[ops.Relation]:
@@ -84,7 +85,13 @@ class LokiPushRequirer:
         return list(self.charm.model.relations[self.endpoint])
 
     def loki_units(self) -> LokiUnits:
-        """Every related Loki unit's push URL, keyed by unit name; malformed answers as problems."""
+        """Every related Loki unit's push URL, keyed by unit name; malformed answers as problems (once per hook)."""
+        if self._units is None:
+            self._units = self._parse_units()
+        return self._units
+
+    def _parse_units(self) -> LokiUnits:
+        """Parse every Loki unit's databag."""
         urls: dict[str, str] = {}
         problems: list[str] = []
         for relation in self.relations:
