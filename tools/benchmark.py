@@ -165,10 +165,11 @@ def run_sequence() -> SequenceResult:
         return SequenceResult(timings, starts, restarts, all_calls, f"{status.name}: {status.message}")
 
 
-def import_times(runs: int) -> list[float]:
-    """Seconds to `import charm` in a new interpreter each time (PYTHONPATH=src:lib), first one cold."""
+def _fresh_import_times(runs: int, module: str, before: str = "") -> list[float]:
+    """Seconds to import `module` in a new interpreter each time (PYTHONPATH=src:lib), after `before`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT / "lib")))}
-    code = "import time; t = time.perf_counter(); import charm; print(time.perf_counter() - t)"
+    code = f"import time{', ' + before if before else ''}; t = time.perf_counter(); import {module}; "
+    code += "print(time.perf_counter() - t)"
     results = []
     for _ in range(runs):
         out = subprocess.run(
@@ -176,6 +177,11 @@ def import_times(runs: int) -> list[float]:
         ).stdout
         results.append(float(out.strip().splitlines()[-1]))
     return results
+
+
+def import_times(runs: int) -> list[float]:
+    """Seconds to `import charm` in a new interpreter each time, first one cold."""
+    return _fresh_import_times(runs, "charm")
 
 
 def heaviest_imports(count: int) -> list[tuple[str, float]]:
@@ -305,15 +311,7 @@ def noop_times(runs: int) -> tuple[NoOpResult, NoOpResult]:
 
 def cosl_import_times(runs: int) -> list[float]:
     """Seconds to `import cosl` in a new interpreter that has imported the charm (what a related hook adds once)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT / "lib")))}
-    code = "import time, charm; t = time.perf_counter(); import cosl; print(time.perf_counter() - t)"
-    results = []
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
-        ).stdout
-        results.append(float(out.strip().splitlines()[-1]))
-    return results
+    return _fresh_import_times(runs, "cosl", before="charm")
 
 
 def print_observability(none: NoOpResult, related: NoOpResult, cosl: list[float], charm: float) -> None:
