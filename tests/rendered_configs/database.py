@@ -1,8 +1,9 @@
 """Scenarios on PostgreSQL: the `database` relation (plain, secrets, TLS) and the legacy `db` relation.
 
 The in-container collation script is answered by an ops.testing Exec mock saying the
-charm created the C-collated `<database>_c` (tests/workload/test_postgres_setup.py runs the
-real script against a real PostgreSQL).
+charm created the C-collated `<database>_c`, or (postgresql-k8s's C/C.UTF-8 database) that
+the provided database is used with allow_unsafe_locale (tests/workload/test_postgres_setup.py
+runs the real script against a real PostgreSQL).
 """
 
 import json
@@ -22,10 +23,12 @@ CA = "-----BEGIN CERTIFICATE-----\nMIIBcatalogueCA\n-----END CERTIFICATE-----\n"
 EGRESS = "10.1.5.6/32"
 
 
-def _prepared(stage: Stage, *relations: testing.RelationBase, **kwargs: object) -> testing.State:
-    """A fresh leader with `relations`, whose collation script answers that it created `<db>_c`."""
-    answer = json.dumps({"database": f"{APP}_c", "created": True}) + "\n"
-    container = stage.container(execs={testing.Exec(["python"], stdout=answer)})
+def _prepared(
+    stage: Stage, *relations: testing.RelationBase, answer: dict[str, object] | None = None, **kwargs: object
+) -> testing.State:
+    """A fresh leader with `relations`, whose collation script answers `answer` (default: it created `<db>_c`)."""
+    stdout = json.dumps(answer or {"database": f"{APP}_c", "created": True}) + "\n"
+    container = stage.container(execs={testing.Exec(["python"], stdout=stdout)})
     return stage.state(relations=relations, container=container, **kwargs)  # type: ignore[arg-type]
 
 
@@ -62,6 +65,13 @@ def secrets_tls(stage: Stage) -> testing.State:
 def tls_without_ca(stage: Stage) -> testing.State:
     """TLS offered without a CA, on an IPv6 endpoint."""
     return _prepared(stage, _database({**PLAIN, "endpoints": "[fd00::17]:6432", "tls": "true"}))
+
+
+@scenario("postgresql-k8s-c-utf8-allow-unsafe-locale")
+def c_utf8(stage: Stage) -> testing.State:
+    """postgresql-k8s's own database (collate C, ctype C.UTF-8): used as is, with allow_unsafe_locale."""
+    answer: dict[str, object] = {"database": APP, "allow_unsafe_locale": True}
+    return _prepared(stage, _database({**PLAIN, "version": "16.6"}), answer=answer)
 
 
 @scenario("postgresql-legacy-db")
