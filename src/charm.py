@@ -27,6 +27,7 @@ from relations.logging import LokiPushRequirer
 from relations.metrics import MetricsEndpointProvider, scrape_job
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
+from relations.matrix_auth import MatrixAuthProvider
 from server_secrets import ensure_server_secrets
 from state import CharmState, InvalidStateError
 from user_actions import ActionContext, UserActions
@@ -52,6 +53,7 @@ class SynapseCharm(ops.CharmBase):
         self.metrics = MetricsEndpointProvider(self, METRICS_ENDPOINT)
         self.dashboards = GrafanaDashboardProvider(self, GRAFANA_DASHBOARD_ENDPOINT)
         self.logging = LokiPushRequirer(self, LOGGING_ENDPOINT)
+        self.matrix_auth = MatrixAuthProvider(self)
         self._outcome: Outcome | None = None
         for event in (
             self.on.install,
@@ -77,8 +79,10 @@ class SynapseCharm(ops.CharmBase):
             self.on[LOGGING_ENDPOINT].relation_changed,
             self.on[LOGGING_ENDPOINT].relation_departed,
             self.on[METRICS_ENDPOINT].relation_created,
+            *self.matrix_auth.events,
         ):
             framework.observe(event, self._reconcile)
+        framework.observe(self.matrix_auth.broken, self._on_matrix_auth_broken)
         framework.observe(self.on.secret_changed, self._on_secret_changed)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         self.user_actions = UserActions(self, self._action_server_name, self._action_context)
@@ -130,6 +134,8 @@ class SynapseCharm(ops.CharmBase):
             return Hold(ops.BlockedStatus(str(exc)))
         if server_secrets is None:
             return Hold(ops.WaitingStatus("waiting for the leader to create the server's secrets"))
+        bridges = self.matrix_auth.evaluate(state.config.public_baseurl, server_secrets.registration_shared_secret)
+        state = state.model_copy(update={"appservices": bridges.appservices})
         installed = self.workload.installed_server_name()
         if installed and installed != state.config.server_name and self.workload.has_data():
             return Hold(
@@ -155,6 +161,7 @@ class SynapseCharm(ops.CharmBase):
             return
         if isinstance(outcome, Standby):
             self.workload.sync_files(outcome.files)
+            self.workload.remove_stale(outcome.files)
             self.workload.stop()
             return
         logger.info("not changing Synapse's configuration: %s", outcome.status.message)
@@ -182,6 +189,11 @@ class SynapseCharm(ops.CharmBase):
             targets = self.logging.log_targets(self.logging.loki_units().urls, dict(self.workload.plan().log_targets))
             if targets:
                 self.workload.add_log_targets(targets)
+
+    def _on_matrix_auth_broken(self, event: ops.RelationBrokenEvent) -> None:
+        """A bridge left: revoke its access to our secrets, then reconcile (its registration goes)."""
+        self.matrix_auth.revoke(event.relation)
+        self._reconcile()
 
     def _on_secret_changed(self, _: ops.SecretChangedEvent) -> None:
         """A secret we read changed (server secrets or database credentials): reconcile."""
@@ -215,6 +227,9 @@ class SynapseCharm(ops.CharmBase):
         outcome = self._evaluate()
         for problem in self.logging.loki_units().problems:
             event.add_status(ops.BlockedStatus(problem))
+        bridges = self.matrix_auth.status()
+        if isinstance(outcome, Desired) and bridges is not None:
+            event.add_status(bridges)
         if isinstance(outcome, Hold | Stop | Standby):
             event.add_status(outcome.status)
         elif isinstance(outcome, PrepareDatabase):

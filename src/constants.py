@@ -61,3 +61,10 @@ METRICS_ENDPOINT = "metrics-endpoint"
 GRAFANA_DASHBOARD_ENDPOINT = "grafana-dashboard"
 LOGGING_ENDPOINT = "logging"
 METRICS_PATH = "/_synapse/metrics"
+
+# matrix-auth relation (bridges): appservice registrations Synapse loads, and the peer app-data
+# keys referencing the Juju secrets given to bridges.
+MATRIX_AUTH_ENDPOINT = "matrix-auth"
+APPSERVICES_DIR = DATA_DIR / "appservices"
+PEER_MATRIX_AUTH_KEY_ID = "matrix-auth-encryption-key-id"
+PEER_MATRIX_AUTH_SHARED_SECRET_ID = "matrix-auth-shared-secret-id"  # noqa: S105 (a databag key)

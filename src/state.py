@@ -406,6 +406,15 @@ def format_host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class AppserviceFile(BaseModel):
+    """An appservice registration Synapse loads (validated by relations/matrix_auth.py); it holds tokens."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    content: str = Field(repr=False)
+
+
 class CharmState(BaseModel):
     """Everything the workload configuration is rendered from."""
 
@@ -418,6 +427,8 @@ class CharmState(BaseModel):
     # The related SMTP server (email section) and SAML identity provider (saml2_config), if any.
     smtp: SmtpEndpoint | None = None
     saml: SamlProvider | None = None
+    # Registrations of the bridges related on matrix-auth, in relation order.
+    appservices: tuple[AppserviceFile, ...] = ()
 
     @classmethod
     def from_charm(cls, charm: ops.CharmBase, database: DatabaseEndpoint | None = None) -> "CharmState":

@@ -15,6 +15,7 @@ import ops
 import yaml
 
 from constants import (
+    APPSERVICES_DIR,
     CHECK_ALIVE,
     CHECK_READY,
     CONFIG_PATH,
@@ -45,7 +46,9 @@ logger = logging.getLogger(__name__)
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
 # Directories Synapse writes to, created owned by Synapse's uid with these modes.
-DIRECTORIES = {SECRETS_DIR: 0o700, MEDIA_STORE_DIR: 0o750, SQLITE_DIR: 0o750}
+DIRECTORIES = {SECRETS_DIR: 0o700, MEDIA_STORE_DIR: 0o750, SQLITE_DIR: 0o750, APPSERVICES_DIR: 0o700}
+# Directories holding only files the charm renders: a file there that it no longer renders is removed.
+OWNED_DIRECTORIES = (APPSERVICES_DIR,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +111,7 @@ def render_homeserver_config(state: CharmState) -> str:
             synapse_port=SYNAPSE_PORT,
             metrics_port=METRICS_PORT,
             trusted_key_servers=[{"server_name": name} for name in config.trusted_key_servers],
+            app_service_config_files=[appservice.path for appservice in state.appservices],
             paths={
                 "sqlite": str(SQLITE_PATH),
                 "log_config": str(LOG_CONFIG_PATH),
@@ -143,6 +147,8 @@ def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPat
         from workload.saml import idp_metadata_xml  # noqa: PLC0415 (only with a saml relation)
 
         files[SAML_IDP_METADATA_PATH] = WorkloadFile(idp_metadata_xml(state.saml))
+    for appservice in state.appservices:  # 0600: they hold the appservices' tokens
+        files[PurePosixPath(appservice.path)] = WorkloadFile(appservice.content, 0o600)
     return files
 
 
@@ -287,6 +293,19 @@ class Workload:
             changed.append(path)
         return changed
 
+    def remove_stale(self, files: dict[PurePosixPath, WorkloadFile]) -> list[PurePosixPath]:
+        """Remove the files in the charm's own directories that are not in `files`; return their paths."""
+        removed = []
+        for directory in OWNED_DIRECTORIES:
+            if not self.container.exists(directory):
+                continue
+            for info in self.container.list_files(directory):
+                path = PurePosixPath(info.path)
+                if info.type == ops.pebble.FileType.FILE and path not in files:
+                    self.container.remove_path(path)
+                    removed.append(path)
+        return removed
+
     def _layer_changed(self, layer: ops.pebble.LayerDict) -> bool:
         """Whether the plan differs from `layer` for Synapse's service or checks."""
         plan: dict[str, typing.Any] = dict(self.plan().to_dict())
@@ -320,7 +339,7 @@ class Workload:
 
     def apply(self, files: dict[PurePosixPath, WorkloadFile]) -> None:
         """Bring the container to `files` plus the charm's layer, restarting Synapse only if needed."""
-        changed = self.sync_files(files) if files else []
+        changed = self.sync_files(files) + self.remove_stale(files) if files else []
         layer = pebble_layer()
         layer_changed = self._layer_changed(layer)
         if layer_changed:
