@@ -56,7 +56,7 @@ class RegistrationError(ValueError):
 class NamespaceEntry(BaseModel):
     """One namespace of an appservice: a regular expression, and whether it is exclusive."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     exclusive: StrictBool
     regex: StrictStr
@@ -76,7 +76,7 @@ class NamespaceEntry(BaseModel):
 class Namespaces(BaseModel):
     """The user, alias and room namespaces an appservice claims."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     users: tuple[NamespaceEntry, ...] = ()
     aliases: tuple[NamespaceEntry, ...] = ()
@@ -89,7 +89,7 @@ class AppserviceRegistration(BaseModel):
     Only the fields below are kept: what the charm writes is what it validated.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     id: StrictStr
     url: StrictStr | None
@@ -211,7 +211,7 @@ def parse_registration(text: str) -> AppserviceRegistration:
 class Rejected(BaseModel):
     """A bridge's registration that is left out, and why."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     relation_id: int
     app: str
@@ -226,13 +226,17 @@ class Rejected(BaseModel):
 class MatrixAuthState(BaseModel):
     """The registrations Synapse loads, and those it does not."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     appservices: tuple[AppserviceFile, ...] = ()
     rejected: tuple[Rejected, ...] = ()
+    # Why nothing could be published or decrypted at all (a damaged secret), if so.
+    problem: str = ""
 
     def status(self) -> ops.StatusBase | None:
-        """Blocked naming every rejected registration; None when all load."""
+        """Blocked naming the problem or every rejected registration; None when all load."""
+        if self.problem:
+            return ops.BlockedStatus(self.problem)
         if not self.rejected:
             return None
         return ops.BlockedStatus(
@@ -278,9 +282,19 @@ class MatrixAuthProvider:
             relations = sorted(self.provides.relations, key=lambda relation: relation.id)
             if not relations:
                 self._state = MatrixAuthState()
+            elif self.charm.unit.is_leader():
+                try:
+                    key = self._publish(relations, homeserver, shared_secret)
+                except lib.MatrixAuthError as exc:
+                    logger.error("cannot publish to the matrix-auth relations: %s", exc)
+                    self._state = MatrixAuthState(
+                        problem=f"{exc}: restore its content, or remove it and re-add the {MATRIX_AUTH_ENDPOINT} "
+                        "relations (bridges then get a new key)"
+                    )
+                else:
+                    self._state = self._registrations(relations, key)
             else:
-                key = self._publish(relations, homeserver, shared_secret) if self.charm.unit.is_leader() else None
-                self._state = self._registrations(relations, key or self._published_key())
+                self._state = self._registrations(relations, self._published_key())
         return self._state
 
     def status(self) -> ops.StatusBase | None:

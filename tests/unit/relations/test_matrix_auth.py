@@ -424,3 +424,15 @@ def test_the_endpoint_is_declared() -> None:
     metadata = yaml.safe_load((Path(__file__).resolve().parents[3] / "metadata.yaml").read_text())
     assert metadata["provides"][MATRIX_AUTH_ENDPOINT] == {"interface": "matrix_auth", "optional": True}
     assert MATRIX_AUTH_ENDPOINT == lib.DEFAULT_RELATION_NAME
+
+
+def test_a_damaged_key_secret_is_reported_without_crashing(env: CharmEnv, provider: testing.State) -> None:
+    state = registered(env, provider, Bridge(10, registration_yaml("irc")))
+    damaged = dataclasses.replace(key_secret(state), tracked_content={"other": "x"}, latest_content={"other": "x"})
+    state = dataclasses.replace(state, secrets=frozenset({*(s for s in state.secrets if s.id != damaged.id), damaged}))
+    with record_side_effects() as effects:
+        out = env.run(env.ctx.on.update_status(), state)
+    assert effects.pebble.count("stop") == 0
+    assert isinstance(out.unit_status, ops.BlockedStatus)
+    assert "holds no encryption key: restore its content" in out.unit_status.message
+    assert key_secret(out).id == damaged.id  # never replaced behind the operator's back

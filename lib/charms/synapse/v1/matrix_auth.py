@@ -158,7 +158,7 @@ def _owned_secret(model: ops.Model, secret_id: str | None, label: str) -> ops.Se
     """The provider's own secret, by its known ID first, then by its label; None if there is none."""
     if secret_id:
         try:
-            return model.get_secret(id=secret_id, label=label)
+            return model.get_secret(id=secret_id)
         except ops.SecretNotFoundError:
             pass
     try:
@@ -191,7 +191,7 @@ class MatrixAuthProviderData(BaseModel):
         encryption_key_secret_id: ID of the Juju secret holding the encryption key.
     """
 
-    model_config = ConfigDict(frozen=False, validate_assignment=True)
+    model_config = ConfigDict(validate_assignment=True, defer_build=True)
 
     homeserver: str
     shared_secret: SecretStr | None = Field(default=None, exclude=True)
@@ -336,6 +336,8 @@ class MatrixAuthRequirerData(BaseModel):
     Attributes:
         registration: the appservice registration (YAML), or None for a bridge without one.
     """
+
+    model_config = ConfigDict(defer_build=True)
 
     registration: SecretStr | None = Field(default=None, exclude=True)
 
