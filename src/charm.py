@@ -24,10 +24,10 @@ from relations.database import DatabaseRequires
 from relations.grafana_dashboard import GrafanaDashboardProvider
 from relations.legacy_db import LegacyDatabaseRequires
 from relations.logging import LokiPushRequirer
+from relations.matrix_auth import MatrixAuthProvider
 from relations.metrics import MetricsEndpointProvider, scrape_job
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
-from relations.matrix_auth import MatrixAuthProvider
 from server_secrets import ensure_server_secrets
 from state import CharmState, InvalidStateError
 from user_actions import ActionContext, UserActions

@@ -371,5 +371,11 @@ class MatrixAuthProvider:
         return parse_registration(data.registration.get_secret_value())
 
     def revoke(self, relation: ops.Relation) -> None:
-        """Revoke a broken relation's access to both secrets (the leader)."""
-        self.provides.revoke_secrets(relation)
+        """Revoke a broken relation's access to both secrets (the leader).
+
+        Juju also drops grants scoped to a removed relation, so a failed revoke is logged, not raised.
+        """
+        try:
+            self.provides.revoke_secrets(relation)
+        except ops.ModelError as exc:
+            logger.warning("could not revoke the matrix-auth secrets from relation %s: %s", relation.id, exc)

@@ -436,3 +436,16 @@ def test_a_damaged_key_secret_is_reported_without_crashing(env: CharmEnv, provid
     assert isinstance(out.unit_status, ops.BlockedStatus)
     assert "holds no encryption key: restore its content" in out.unit_status.message
     assert key_secret(out).id == damaged.id  # never replaced behind the operator's back
+
+
+def test_a_failed_revoke_does_not_fail_the_hook(
+    env: CharmEnv, provider: testing.State, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = registered(env, provider, Bridge(10, registration_yaml("irc")))
+
+    def refuse(*_args: typing.Any, **_kwargs: typing.Any) -> None:
+        raise ops.ModelError("ERROR relation 10 not found")
+
+    monkeypatch.setattr(ops.Secret, "revoke", refuse)
+    env.ctx.run(env.ctx.on.relation_broken(relation_of(state, 10)), state)
+    assert installed_files(env) == []
