@@ -16,6 +16,7 @@ import ops
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config_options import ServerOptions, read_turn_shared_secret
 from constants import DATABASE_CA_PATH, SAML_IDP_METADATA_PATH
 
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
@@ -110,8 +111,8 @@ def split_list(value: str) -> list[str]:
     return items
 
 
-class CharmConfig(BaseModel):
-    """The charm's Juju config, validated and normalised."""
+class CharmConfig(ServerOptions):
+    """The charm's Juju config, validated and normalised (the option groups of config_options too)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -429,11 +430,15 @@ class CharmState(BaseModel):
     saml: SamlProvider | None = None
     # Registrations of the bridges related on matrix-auth, in relation order.
     appservices: tuple[AppserviceFile, ...] = ()
+    # The TURN servers' shared secret, from the operator's Juju secret (None: no TURN).
+    turn_shared_secret: str | None = Field(default=None, repr=False)
 
     @classmethod
     def from_charm(cls, charm: ops.CharmBase, database: DatabaseEndpoint | None = None) -> "CharmState":
         """Build the state from the charm's inputs, or raise InvalidStateError."""
-        return cls(config=CharmConfig.from_juju(charm.config, charm.app.name), database=database)
+        config = CharmConfig.from_juju(charm.config, charm.app.name)
+        turn_secret = read_turn_shared_secret(charm.model, config.turn_shared_secret)
+        return cls(config=config, database=database, turn_shared_secret=turn_secret)
 
     def database_args(self) -> dict[str, str | int] | None:
         """Synapse's psycopg2 `database.args`, or None on SQLite."""

@@ -37,6 +37,7 @@ from constants import (
     SYNAPSE_GID,
     SYNAPSE_PORT,
     SYNAPSE_UID,
+    TURN_SECRET_PATH,
 )
 from server_secrets import ServerSecrets
 from state import CharmState, validate_server_name
@@ -120,6 +121,7 @@ def render_homeserver_config(state: CharmState) -> str:
                 "registration_secret": str(REGISTRATION_SECRET_PATH),
                 "macaroon_secret": str(MACAROON_SECRET_PATH),
                 "form_secret": str(FORM_SECRET_PATH),
+                "turn_shared_secret": str(TURN_SECRET_PATH),
             },
         )
     )
@@ -141,6 +143,8 @@ def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPat
         MACAROON_SECRET_PATH: WorkloadFile(secrets.macaroon_secret_key, 0o600),
         FORM_SECRET_PATH: WorkloadFile(secrets.form_secret, 0o600),
     }
+    if state.turn_shared_secret is not None:
+        files[TURN_SECRET_PATH] = WorkloadFile(state.turn_shared_secret, 0o600)
     if state.database is not None and state.database.tls_ca:
         files[DATABASE_CA_PATH] = WorkloadFile(state.database.tls_ca, 0o600)
     if state.saml is not None and not state.saml.metadata_url:
