@@ -132,7 +132,8 @@ def _synapse_user_argv(uid: int | None, gid: int | None) -> list[str]:
 def _venv_version(venv: Path) -> str | None:
     """The Synapse version the venv's python imports as Synapse's uid, or None if it cannot.
 
-    None too when the venv lacks psycopg2 or pysaml2, or xmlsec1 is not on PATH: the image has them.
+    None too when the venv lacks psycopg2, pysaml2 or beautifulsoup4 (url previews), or xmlsec1 is not
+    on PATH: the image has them.
     """
     python = venv / "bin" / "python"
     if not python.exists():
@@ -145,8 +146,9 @@ def _venv_version(venv: Path) -> str | None:
         *env_words,
         str(python),
         "-c",
-        # SAML needs pysaml2 (matrix-synapse[saml2]) in the venv and xmlsec1 on PATH, as in the image.
-        "import shutil, psycopg2, saml2, synapse; assert shutil.which('xmlsec1'), 'no xmlsec1'; "
+        # SAML needs pysaml2 (matrix-synapse[saml2]) in the venv and xmlsec1 on PATH, as in the image;
+        # URL previews need beautifulsoup4 (matrix-synapse[url-preview]).
+        "import shutil, psycopg2, saml2, bs4, synapse; assert shutil.which('xmlsec1'), 'no xmlsec1'; "
         "print(synapse.__version__)",
     ]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
@@ -181,7 +183,7 @@ def _create_venv(venv: Path) -> None:
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            f"matrix-synapse[saml2]=={SYNAPSE_VERSION}",
+            f"matrix-synapse[saml2,url-preview]=={SYNAPSE_VERSION}",
             "psycopg2-binary",
         ],
         check=True,
