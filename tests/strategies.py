@@ -14,6 +14,8 @@ import typing
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from config_options import DURATION_UNITS, RATE_LIMIT_OPTIONS, ROOM_VERSIONS
+
 T = typing.TypeVar("T")
 
 # A shared profile: modest example counts keep the unit suite fast; no example database, so
@@ -163,6 +165,13 @@ def hostile_string(valid: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
     return st.one_of(valid, near_miss(valid), texts)
 
 
+_durations = st.builds("{}{}".format, st.integers(min_value=1, max_value=10**6), st.sampled_from(tuple(DURATION_UNITS)))
+_rates = st.builds(
+    "{}:{}".format,
+    st.decimals(min_value="0.001", max_value="10000", places=3).map("{:f}".format),
+    st.integers(min_value=1, max_value=10**6),
+)
+
 hostile_ints = st.one_of(
     st.integers(min_value=-5, max_value=120), st.integers(), st.sampled_from([0, -(2**63), 2**63 - 1, 2**64])
 )
@@ -185,6 +194,26 @@ HOSTILE_OPTIONS: dict[str, st.SearchStrategy[typing.Any]] = {
     "allow_guest_access": st.booleans(),
     "database_pool_min": hostile_ints,
     "database_pool_max": hostile_ints,
+    # src/config_options.py (turn_uris and turn_shared_secret need the operator's secret: see
+    # tests/rendered_configs/server_options.py)
+    "turn_user_lifetime": hostile_string(_durations),
+    "turn_allow_guests": st.booleans(),
+    **{option: hostile_string(_rates) for option in RATE_LIMIT_OPTIONS},
+    "enable_url_previews": st.booleans(),
+    "url_preview_ip_range_blacklist": hostile_string(st.lists(networks(), max_size=3).map(",".join)),
+    "max_spider_size": hostile_string(sizes()),
+    "retention_min_lifetime": hostile_string(_durations),
+    "retention_max_lifetime": hostile_string(_durations),
+    "media_retention_local_lifetime": hostile_string(_durations),
+    "media_retention_remote_lifetime": hostile_string(_durations),
+    "enable_presence": st.booleans(),
+    "limit_remote_rooms_complexity": st.one_of(st.floats(), st.sampled_from([0.0, 0.5, 1000.0])),
+    "require_auth_for_profile_requests": st.booleans(),
+    "allow_profile_lookup_over_federation": st.booleans(),
+    "room_directory_publishers": hostile_string(st.sampled_from(("*", "@alice:example.com", "@*:chat.example.co.uk"))),
+    "admin_contact": hostile_string(st.sampled_from(("mailto:admin@example.com", "https://example.com/help"))),
+    "auto_join_rooms": hostile_string(st.sampled_from(("#welcome:example.com", "#a:b.example.co.uk,#c:example.com"))),
+    "default_room_version": hostile_string(st.sampled_from(ROOM_VERSIONS)),
 }
 
 

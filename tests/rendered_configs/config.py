@@ -51,5 +51,6 @@ def _on_sqlite(config: Mapping[str, ConfigValue], stage: Stage) -> testing.State
 for _name, _config in FIXED.items():
     add(f"config-{_name}", functools.partial(_on_sqlite, _config))
 
+_drawn: Mapping[str, ConfigValue]
 for _index, _drawn in enumerate(strategies.sample(strategies.valid_config(), DRAWN_CONFIGS)):
     add(f"config-drawn-{_index}", functools.partial(_on_sqlite, _drawn))

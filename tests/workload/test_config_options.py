@@ -20,7 +20,7 @@ import threading
 import time
 import typing
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,86 +30,11 @@ from config_options import TURN_SECRET_KEY, duration_seconds
 from constants import CONFIG_PATH, DATA_DIR, SERVICE_NAME, SYNAPSE_GID, SYNAPSE_UID
 from server_secrets import ServerSecrets
 from state import CharmConfig, CharmState
+from tests.rendered_configs.server_options import FACTORS, ROWS, TURN_SECRET, TURN_SECRET_ID, pairwise
 from tests.workload import harness
 from workload.service import pebble_layer, render_files
 
-TURN_SECRET_ID = "secret:cq9ml4fmp25c7ba0sg4g"
-TURN_SECRET = "coturn-static-auth-secret-0123456789"
 CASES_DIR = DATA_DIR / "cases"
-
-# Each option with the values the matrix pairs; the first is the charm's default.
-FACTORS: dict[str, list[typing.Any]] = {
-    "server_name": ["test.local", "chat.example.co.uk", "example.com:8448"],
-    "turn": [
-        {},
-        {
-            "turn_uris": "turn:turn.example.com:3478?transport=udp,turns:turn.example.co.uk:5349,stun:[2001:db8::1]",
-            "turn_shared_secret": TURN_SECRET_ID,
-            "turn_user_lifetime": "5m",
-            "turn_allow_guests": False,
-        },
-    ],
-    "ratelimit_messages": ["0.2:10", "0.5:3", "1000:100000"],
-    "ratelimit_login_failed_attempts": ["0.17:3", "0.001:1"],
-    "ratelimit_joins_remote": ["0.01:10", "2.5:50"],
-    "enable_url_previews": [False, True],
-    "url_preview_ip_range_blacklist": ["", "8.8.4.0/24,2606:4700::/32"],
-    "max_spider_size": ["10M", "1K", "1G"],
-    "retention": [
-        {},
-        {"retention_min_lifetime": "1d"},
-        {"retention_max_lifetime": "1y"},
-        {"retention_min_lifetime": "2d", "retention_max_lifetime": "26w"},
-    ],
-    "media_retention": [
-        {},
-        {"media_retention_local_lifetime": "90d"},
-        {"media_retention_local_lifetime": "1y", "media_retention_remote_lifetime": "14d"},
-    ],
-    "enable_presence": [True, False],
-    "limit_remote_rooms_complexity": [0, 0.5, 1000],
-    "require_auth_for_profile_requests": [False, True],
-    "allow_profile_lookup_over_federation": [True, False],
-    "room_directory_publishers": ["", "*", "@alice:chat.example.co.uk,@*:other.example.org:8448"],
-    "admin_contact": ["", "mailto:admin@example.com", "https://help.example.co.uk/contact"],
-    "auto_join_rooms": ["", "#welcome:chat.example.co.uk,#Help:other.example.org"],
-    "default_room_version": ["", "1", "12"],
-}
-
-
-def pairwise(factors: Mapping[str, list[typing.Any]]) -> list[dict[str, typing.Any]]:
-    """Rows covering every pair of values of any two options (greedy: each row takes the most new pairs)."""
-    names = list(factors)
-
-    def pair(a: str, i: int, b: str, j: int) -> tuple[str, int, str, int]:
-        return (a, i, b, j) if names.index(a) < names.index(b) else (b, j, a, i)
-
-    uncovered = {
-        (a, i, b, j)
-        for a, b in itertools.combinations(names, 2)
-        for i in range(len(factors[a]))
-        for j in range(len(factors[b]))
-    }
-    rows: list[dict[str, int]] = []
-    while uncovered:
-        a, i, b, j = min(uncovered)
-        row = {a: i, b: j}
-        for name in names:
-            if name in row:
-                continue
-            gains = [sum(pair(n, v, name, k) in uncovered for n, v in row.items()) for k in range(len(factors[name]))]
-            row[name] = gains.index(max(gains))
-        uncovered -= {pair(x, row[x], y, row[y]) for x, y in itertools.combinations(names, 2)}
-        rows.append(row)
-    return [{name: factors[name][row[name]] for name in names} for row in rows]
-
-
-def juju_config(row: Mapping[str, typing.Any]) -> dict[str, typing.Any]:
-    """The Juju config of one matrix row (grouped factors flattened)."""
-    config: dict[str, typing.Any] = {}
-    for name, value in row.items():
-        config.update(value if isinstance(value, dict) else {name: value})
-    return config
 
 
 # Run by the venv's python as Synapse: load every case and report what Synapse understood.
@@ -227,12 +152,11 @@ def test_pairwise_matrix_covers_every_pair() -> None:
 
 
 def test_synapse_loads_every_combination(tmp_path: Path, synapse_venv: Path) -> None:
-    rows = pairwise(FACTORS)
     data_dir = tmp_path / "data"
     secrets = ServerSecrets.generate()
     cases, wanted = [], []
-    for index, row in enumerate(rows):
-        config = CharmConfig.from_juju(juju_config(row), "synapse")
+    for index, row in enumerate(ROWS):
+        config = CharmConfig.from_juju(row, "synapse")
         state = CharmState(config=config, turn_shared_secret=TURN_SECRET if config.turn_uris else None)
         for path, file in render_files(state, secrets).items():
             target = data_dir / path.relative_to(DATA_DIR)
@@ -255,7 +179,7 @@ def test_synapse_loads_every_combination(tmp_path: Path, synapse_venv: Path) -> 
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     for got, want in zip(loaded, wanted, strict=True):
-        assert got == want, rows[cases.index(got["path"])]
+        assert got == want, ROWS[cases.index(got["path"])]
 
 
 # --- on a running Synapse --------------------------------------------------------------------
