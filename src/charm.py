@@ -15,10 +15,12 @@ from constants import (
     METRICS_ENDPOINT,
     METRICS_PORT,
     PEER_RELATION,
+    REDIS_ENDPOINT,
     SAML_ENDPOINT,
     SMTP_ENDPOINT,
 )
 from database_lifecycle import DatabaseLifecycle
+from main_unit import PROMOTE_ACTION, MainUnit
 from outcomes import Desired, Hold, Outcome, PrepareDatabase, Standby, Stop
 from relations.database import DatabaseRequires
 from relations.grafana_dashboard import GrafanaDashboardProvider
@@ -26,6 +28,7 @@ from relations.legacy_db import LegacyDatabaseRequires
 from relations.logging import LokiPushRequirer
 from relations.matrix_auth import MatrixAuthProvider
 from relations.metrics import MetricsEndpointProvider, scrape_job
+from relations.redis import RedisRequires
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
 from server_secrets import ensure_server_secrets
@@ -47,7 +50,11 @@ class SynapseCharm(ops.CharmBase):
         self.workload = Workload(self.container)
         self.database = DatabaseRequires(self, DATABASE_ENDPOINT)
         self.legacy_db = LegacyDatabaseRequires(self, LEGACY_DB_ENDPOINT)
-        self.database_lifecycle = DatabaseLifecycle(self, self.workload, self.database, self.legacy_db)
+        self.main_unit = MainUnit(self)
+        self.redis = RedisRequires(self, REDIS_ENDPOINT)
+        self.database_lifecycle = DatabaseLifecycle(
+            self, self.workload, self.database, self.legacy_db, main_unit=self.main_unit.recorded
+        )
         self.smtp = SmtpRequires(self, SMTP_ENDPOINT)
         self.saml = SamlRequires(self, SAML_ENDPOINT)
         self.metrics = MetricsEndpointProvider(self, METRICS_ENDPOINT)
@@ -67,6 +74,9 @@ class SynapseCharm(ops.CharmBase):
             self.on[CONTAINER_NAME].pebble_check_recovered,
             self.on[PEER_RELATION].relation_created,
             self.on[PEER_RELATION].relation_changed,
+            self.on[PEER_RELATION].relation_departed,
+            self.on[REDIS_ENDPOINT].relation_changed,
+            self.on[REDIS_ENDPOINT].relation_broken,
             self.on.data_storage_attached,
             self.on[DATABASE_ENDPOINT].relation_created,
             self.on[DATABASE_ENDPOINT].relation_changed,
@@ -84,6 +94,7 @@ class SynapseCharm(ops.CharmBase):
             framework.observe(event, self._reconcile)
         framework.observe(self.matrix_auth.broken, self._on_matrix_auth_broken)
         framework.observe(self.on.secret_changed, self._on_secret_changed)
+        framework.observe(self.on[PROMOTE_ACTION.replace("-", "_")].action, self._on_promote_main)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         self.user_actions = UserActions(self, self._action_server_name, self._action_context)
 
@@ -96,26 +107,44 @@ class SynapseCharm(ops.CharmBase):
         return self._outcome
 
     def _compute_outcome(self) -> Outcome:
-        """What to run; on a non-leader, the same files on standby (see `_standby`)."""
+        """What to run; on a unit other than the main, the same files on standby (see `_standby`)."""
         outcome = self._compute_leader_outcome()
-        if isinstance(outcome, Desired) and not self.unit.is_leader():
+        if isinstance(outcome, Desired) and not self.main_unit.is_main():
             return self._standby(outcome)
         return outcome
 
     def _standby(self, desired: Desired) -> Standby:
-        """A non-leader keeps the server's files but runs no Synapse.
+        """A unit other than the main keeps the server's files but runs no Synapse.
 
         A second Synapse main process would split the server (SQLite: a second server with the
         same identity; PostgreSQL: two main processes on one database, which Synapse does not
-        support without workers). The files stay current so a new leader starts at once.
+        support without workers). The files stay current so a unit that takes over starts at once.
         """
-        return Standby(
-            desired.files,
-            ops.BlockedStatus(
-                f"Synapse runs on the leader unit only (workers are not supported yet); scale back with "
-                f"`juju scale-application {self.app.name} 1`"
-            ),
+        gone = self.main_unit.gone()
+        if gone is not None:
+            return Standby(
+                desired.files,
+                ops.BlockedStatus(
+                    f"the main unit {gone} is gone, and the SQLite database and media store were on its storage: "
+                    "this unit does not start an empty server under the same identity; to start one here, run "
+                    f"`juju run {self.unit.name} {PROMOTE_ACTION}` (then restore a backup if you have one)"
+                ),
+            )
+        main = self.main_unit.recorded() or "the leader"
+        missing = [
+            f"`juju integrate {self.app.name} {app}`"
+            for app, related in (
+                ("postgresql-k8s", self.database.is_related() or self.legacy_db.is_related()),
+                ("redis-k8s", self.redis.is_related()),
+            )
+            if not related
+        ]
+        reason = (
+            f"relate {' and '.join(missing)} for workers"
+            if missing
+            else f"workers are not supported yet; scale back with `juju scale-application {self.app.name} 1`"
         )
+        return Standby(desired.files, ops.BlockedStatus(f"standby: Synapse's main process runs on {main}; {reason}"))
 
     def _compute_leader_outcome(self) -> Outcome:
         """Parse inputs, fetch the secrets, then ask the database lifecycle; never raises on bad input."""
@@ -194,6 +223,20 @@ class SynapseCharm(ops.CharmBase):
         """A bridge left: revoke its access to our secrets, then reconcile (its registration goes)."""
         self.matrix_auth.revoke(event.relation)
         self._reconcile()
+
+    def _on_promote_main(self, event: ops.ActionEvent) -> None:
+        """Run the main process on this unit (the leader) after the main unit was lost."""
+        if not self.unit.is_leader():
+            event.fail(f"run {PROMOTE_ACTION} on the leader unit")
+            return
+        recorded = self.main_unit.recorded()
+        if recorded is not None and recorded != self.unit.name and self.main_unit.gone() is None:
+            event.fail(f"the main unit {recorded} is still part of the application; nothing to take over")
+            return
+        self.main_unit.promote()
+        self._outcome = None
+        self._reconcile()
+        event.set_results({"main-unit": self.unit.name})
 
     def _on_secret_changed(self, _: ops.SecretChangedEvent) -> None:
         """A secret we read changed (server secrets or database credentials): reconcile."""

@@ -69,3 +69,9 @@ MATRIX_AUTH_ENDPOINT = "matrix-auth"
 APPSERVICES_DIR = DATA_DIR / "appservices"
 PEER_MATRIX_AUTH_KEY_ID = "matrix-auth-encryption-key-id"
 PEER_MATRIX_AUTH_SHARED_SECRET_ID = "matrix-auth-shared-secret-id"  # noqa: S105 (a databag key)
+
+# The unit that runs Synapse's main process, recorded by the leader in peer app data.
+PEER_MAIN_UNIT_KEY = "main-unit"
+
+# Redis (replication between Synapse's main process and workers).
+REDIS_ENDPOINT = "redis"

@@ -1,4 +1,4 @@
-"""The PostgreSQL lifecycle: which database Synapse runs on, and the leader's one-time preparation.
+"""The PostgreSQL lifecycle: which database Synapse runs on, and the main unit's one-time preparation.
 
 `charm.py` asks `DatabaseLifecycle.outcome` what to run once config, container and server
 secrets are in place, and `DatabaseLifecycle.prepare` to carry out a `PrepareDatabase`:
@@ -6,12 +6,15 @@ secrets are in place, and `DatabaseLifecycle.prepare` to carry out a `PrepareDat
 - no PostgreSQL related: run on SQLite, unless the server's data lives in PostgreSQL (the
   relation was removed), then Synapse is stopped;
 - PostgreSQL related and recorded in peer data: run on the recorded database;
-- newly related: the leader prepares it (a C-collated database, SQLite data ported) and
-  records the result in peer app data (`PEER_DATABASE_KEY`), so every unit and every later
-  hook runs on the same database without checking again.
+- newly related: the main unit (src/main_unit.py), which holds the SQLite data, prepares it
+  (a C-collated database, SQLite data ported) and records the result under
+  `PEER_DATABASE_KEY` in its peer unit databag; the leader mirrors that record into peer app
+  data, so every unit and every later hook runs on the same database without checking again,
+  also after the main unit has gone.
 """
 
 import logging
+from collections.abc import Callable
 
 import ops
 
@@ -50,7 +53,7 @@ def port_failed(reason: str) -> ops.BlockedStatus:
 
 
 class DatabaseLifecycle:
-    """Decide the database outcome from the relations and the peer record; prepare and port on the leader."""
+    """Decide the database outcome from the relations and the peer record; prepare and port on the main unit."""
 
     def __init__(
         self,
@@ -58,8 +61,11 @@ class DatabaseLifecycle:
         workload: Workload,
         database: DatabaseRequires,
         legacy_db: LegacyDatabaseRequires,
+        main_unit: Callable[[], str | None] = lambda: None,
     ):
+        """`main_unit` names the unit that runs the main process (None: this one, if leader)."""
         self.charm = charm
+        self.main_unit = main_unit
         self.workload = workload
         self.container = workload.container
         self.database = database
@@ -97,10 +103,47 @@ class DatabaseLifecycle:
             return f"{LEGACY_DB_ENDPOINT}:{self.legacy_db.relation.id}", self.legacy_db.endpoint()
         return None
 
-    def _record(self) -> DatabaseRecord | None:
-        """The leader's record of the PostgreSQL database in use."""
+    def _is_main(self) -> bool:
+        """Whether this unit runs the main process (and so holds any SQLite data)."""
+        main = self.main_unit()
+        return main == self.charm.unit.name if main is not None else self.charm.unit.is_leader()
+
+    def _main_unit_record(self) -> DatabaseRecord | None:
+        """The record the main unit wrote in its own peer unit databag, if any."""
         relation = self.charm.model.get_relation(PEER_RELATION)
-        return DatabaseRecord.from_peer_data(relation.data[self.charm.app].get(PEER_DATABASE_KEY)) if relation else None
+        main = self.main_unit() or (self.charm.unit.name if self.charm.unit.is_leader() else None)
+        if relation is None or main is None:
+            return None
+        units = {unit.name: unit for unit in relation.units} | {self.charm.unit.name: self.charm.unit}
+        unit = units.get(main)
+        return DatabaseRecord.from_peer_data(relation.data[unit].get(PEER_DATABASE_KEY)) if unit else None
+
+    def _record(self) -> DatabaseRecord | None:
+        """The record of the PostgreSQL database in use: the main unit's own, else the leader's copy."""
+        relation = self.charm.model.get_relation(PEER_RELATION)
+        if relation is None:
+            return None
+        return self._main_unit_record() or DatabaseRecord.from_peer_data(
+            relation.data[self.charm.app].get(PEER_DATABASE_KEY)
+        )
+
+    def data_in_postgresql(self) -> bool:
+        """Whether the server's data is in PostgreSQL (recorded as ready), not in SQLite on the main unit."""
+        record = self._record()
+        return record is not None and record.state == "ready"
+
+    def mirror_record(self) -> None:
+        """The leader copies the main unit's record into peer app data (only when it differs).
+
+        The copy outlives the main unit, so a unit that takes over knows the database.
+        """
+        relation = self.charm.model.get_relation(PEER_RELATION)
+        record = self._main_unit_record()
+        if relation is None or record is None or not self.charm.unit.is_leader():
+            return
+        value = record.model_dump_json()
+        if relation.data[self.charm.app].get(PEER_DATABASE_KEY) != value:
+            relation.data[self.charm.app][PEER_DATABASE_KEY] = value
 
     def _sqlite_outcome(self, state: CharmState, server_secrets: ServerSecrets) -> Outcome:
         """Run on the embedded SQLite database, unless the server's data lives in PostgreSQL."""
@@ -118,7 +161,7 @@ class DatabaseLifecycle:
     def _postgresql_outcome(
         self, state: CharmState, server_secrets: ServerSecrets, source: str, endpoint: DatabaseEndpoint
     ) -> Outcome:
-        """Run on the related PostgreSQL once the leader has prepared it."""
+        """Run on the related PostgreSQL once the main unit has prepared it."""
         record = self._record()
         if record is not None and record.source == source:
             if record.state == "port-failed":
@@ -128,20 +171,27 @@ class DatabaseLifecycle:
             )
             state = state.model_copy(update={"database": used})
             return Desired(state, server_secrets, render_files(state, server_secrets))
-        if not self.charm.unit.is_leader():
-            return Hold(ops.WaitingStatus("waiting for the leader to prepare the PostgreSQL database"))
+        if not self._is_main():
+            return Hold(ops.WaitingStatus("waiting for the main unit to prepare the PostgreSQL database"))
         return PrepareDatabase(state, server_secrets, source, endpoint)
 
-    # -- preparation (the leader) ----------------------------------------------------------------
+    # -- preparation (the main unit) -------------------------------------------------------------
 
     def _write_record(self, record: DatabaseRecord) -> None:
-        """Store the database record in peer app data (the leader; writes only on change)."""
+        """Store the record in this (main) unit's peer databag, and in app data on the leader.
+
+        Writes only on change.
+        """
         relation = self.charm.model.get_relation(PEER_RELATION)
         if relation is None:
             return
         value = record.model_dump_json()
-        if relation.data[self.charm.app].get(PEER_DATABASE_KEY) != value:
-            relation.data[self.charm.app][PEER_DATABASE_KEY] = value
+        databags = [relation.data[self.charm.unit]]
+        if self.charm.unit.is_leader():
+            databags.append(relation.data[self.charm.app])
+        for databag in databags:
+            if databag.get(PEER_DATABASE_KEY) != value:
+                databag[PEER_DATABASE_KEY] = value
 
     def prepare(self, prepare: PrepareDatabase) -> Desired | Hold | Stop:
         """Make sure the database is C-collated, port SQLite data into it, and record the result."""

@@ -33,8 +33,8 @@ WAITING_CONTAINER = ops.WaitingStatus("waiting for the synapse container")
 WAITING_LEADER = ops.WaitingStatus("waiting for the leader to create the server's secrets")
 WAITING_READY = ops.WaitingStatus("waiting for Synapse to become ready")
 STANDBY = ops.BlockedStatus(
-    "Synapse runs on the leader unit only (workers are not supported yet); scale back with "
-    "`juju scale-application synapse 1`"
+    "standby: Synapse's main process runs on the leader; relate `juju integrate synapse postgresql-k8s` and "
+    "`juju integrate synapse redis-k8s` for workers"
 )
 STORAGE = testing.Storage("data")
 

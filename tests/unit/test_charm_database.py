@@ -590,7 +590,7 @@ def test_non_leader_waits_for_the_leaders_record(env: CharmEnv) -> None:
     with record_side_effects() as effects:
         out = env.pebble_ready(state)
 
-    assert out.unit_status == ops.WaitingStatus("waiting for the leader to prepare the PostgreSQL database")
+    assert out.unit_status == ops.WaitingStatus("waiting for the main unit to prepare the PostgreSQL database")
     assert effects.pebble.calls == []
     assert effects.relation_writes == []
     assert service(out) is None
@@ -612,7 +612,7 @@ def test_non_leader_with_the_record_runs_on_the_same_database(env: CharmEnv) -> 
     # On standby: the same config, ready for a failover, but only the leader runs Synapse.
     assert service(out) != ACTIVE
     assert isinstance(out.unit_status, ops.BlockedStatus)
-    assert "runs on the leader unit only" in out.unit_status.message
+    assert out.unit_status.message.startswith("standby: Synapse's main process runs on ")
 
 
 # --- collation -----------------------------------------------------------------------------

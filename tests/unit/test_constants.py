@@ -15,6 +15,7 @@ from constants import (
     SYNAPSE_VERSION,
 )
 from state import CharmConfig
+from main_unit import PROMOTE_ACTION
 from user_actions import UserActions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,6 +63,6 @@ def test_config_defaults_parse_to_the_model_defaults() -> None:
 
 
 def test_every_action_has_a_handler() -> None:
-    assert set(ACTIONS) == set(UserActions.HANDLERS)
+    assert set(ACTIONS) == set(UserActions.HANDLERS) | {PROMOTE_ACTION}
     for method in UserActions.HANDLERS.values():
         assert callable(getattr(UserActions, method)), method

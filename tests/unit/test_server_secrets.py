@@ -188,7 +188,7 @@ def test_non_leader_writes_the_same_files_as_the_leader(env: CharmEnv) -> None:
     # Ready to take over, but only the leader runs Synapse.
     assert out.get_container("synapse").service_statuses.get("synapse") != ops.pebble.ServiceStatus.ACTIVE
     assert isinstance(out.unit_status, ops.BlockedStatus)
-    assert "runs on the leader unit only" in out.unit_status.message
+    assert out.unit_status.message.startswith("standby: Synapse's main process runs on ")
     assert not any(secret.owner for secret in out.secrets)
 
 
