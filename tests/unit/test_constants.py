@@ -14,8 +14,8 @@ from constants import (
     SMTP_ENDPOINT,
     SYNAPSE_VERSION,
 )
-from state import CharmConfig
 from main_unit import PROMOTE_ACTION
+from state import CharmConfig
 from user_actions import UserActions
 
 ROOT = Path(__file__).resolve().parents[2]
