@@ -121,13 +121,16 @@ class SynapseCharm(ops.CharmBase):
         support without workers). The files stay current so a unit that takes over starts at once.
         """
         gone = self.main_unit.gone()
+        if gone is not None and self.database_lifecycle.data_in_postgresql():
+            return Standby(desired.files, ops.WaitingStatus(f"the main unit {gone} is gone; the leader takes over"))
         if gone is not None:
             return Standby(
                 desired.files,
                 ops.BlockedStatus(
                     f"the main unit {gone} is gone, and the SQLite database and media store were on its storage: "
-                    "this unit does not start an empty server under the same identity; to start one here, run "
-                    f"`juju run {self.unit.name} {PROMOTE_ACTION}` (then restore a backup if you have one)"
+                    "no unit starts an empty server under the same identity on its own; to start one on the "
+                    f"leader, run `juju run {self.app.name}/leader {PROMOTE_ACTION}` (then restore a backup if "
+                    "you have one)"
                 ),
             )
         main = self.main_unit.recorded() or "the leader"
@@ -179,6 +182,7 @@ class SynapseCharm(ops.CharmBase):
 
     def _reconcile(self, _: ops.EventBase | None = None) -> None:
         """Bring the workload to the desired state; a no-op when it is there already."""
+        self._publish_main_unit()
         self._publish_database_request()
         self._publish_observability()
         evaluated = self._evaluate()
@@ -201,6 +205,17 @@ class SynapseCharm(ops.CharmBase):
         else:
             self.workload.keep_running()
 
+    def _publish_main_unit(self) -> None:
+        """The leader mirrors the main unit's database record, then records the main unit (writes only on change).
+
+        The record is mirrored first: whether a departed main is replaced depends on where the data is.
+        """
+        if not self.unit.is_leader():
+            return
+        self.database_lifecycle.mirror_record()
+        self.main_unit.publish(data_is_local=not self.database_lifecycle.data_in_postgresql())
+        self._outcome = None
+
     def _publish_database_request(self) -> None:
         """Ask the related PostgreSQL for our database (the leader; writes only on change)."""
         if self.unit.is_leader():
@@ -210,9 +225,9 @@ class SynapseCharm(ops.CharmBase):
     def _publish_observability(self) -> None:
         """Scrape job, alert rules, dashboard and log forwarding for the related COS charms (writes only on change).
 
-        Only the leader runs Synapse, so only its address is offered for scraping.
+        Only the main unit runs Synapse, so only its address is offered for scraping.
         """
-        self.metrics.publish([scrape_job([METRICS_PORT])], scraped=self.unit.is_leader())
+        self.metrics.publish([scrape_job([METRICS_PORT])], scraped=self.main_unit.is_main())
         self.dashboards.publish()
         if self.container.can_connect():
             targets = self.logging.log_targets(self.logging.loki_units().urls, dict(self.workload.plan().log_targets))

@@ -14,6 +14,7 @@ from constants import (
     CONFIG_PATH,
     CONTAINER_NAME,
     LOG_CONFIG_PATH,
+    PEER_MAIN_UNIT_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
     SERVICE_NAME,
@@ -34,6 +35,10 @@ WAITING_LEADER = ops.WaitingStatus("waiting for the leader to create the server'
 WAITING_READY = ops.WaitingStatus("waiting for Synapse to become ready")
 STANDBY = ops.BlockedStatus(
     "standby: Synapse's main process runs on the leader; relate `juju integrate synapse postgresql-k8s` and "
+    "`juju integrate synapse redis-k8s` for workers"
+)
+STANDBY_BEHIND_UNIT_1 = ops.BlockedStatus(
+    "standby: Synapse's main process runs on synapse/1; relate `juju integrate synapse postgresql-k8s` and "
     "`juju integrate synapse redis-k8s` for workers"
 )
 STORAGE = testing.Storage("data")
@@ -233,7 +238,7 @@ def test_lifecycle(env: CharmEnv, start: str, event: str) -> None:
     assert env.host_path(CONFIG_PATH).exists() is (should_run or start == "follower")
     if start == "fresh-leader":
         (peer,) = out.get_relations(PEER_RELATION)
-        assert peer.local_app_data == {PEER_SECRET_ID_KEY: env.server_secret(out).id}
+        assert peer.local_app_data == {PEER_SECRET_ID_KEY: env.server_secret(out).id, PEER_MAIN_UNIT_KEY: "synapse/0"}
 
 
 # --- readiness -----------------------------------------------------------------------------
@@ -323,7 +328,8 @@ def test_first_pebble_ready_starts_synapse_once(env: CharmEnv) -> None:
     assert effects.pebble.calls == [("replan", ())]
     assert effects.layers == [CONTAINER_NAME]
     assert service(out) == ACTIVE
-    assert len(effects.relation_writes) == 1
+    # The leader records itself as the main unit and publishes the server secrets' id.
+    assert len(effects.relation_writes) == 2
 
 
 def test_repeated_hooks_change_nothing(env: CharmEnv) -> None:
@@ -415,7 +421,9 @@ def test_blocked_fresh_unit_starts_nothing(env: CharmEnv) -> None:
     with record_side_effects() as effects:
         out = env.pebble_ready(env.state({"server_name": "not a name"}))
     assert isinstance(out.unit_status, ops.BlockedStatus)
-    assert effects.nothing, effects
+    # Only the leader's record of itself as the main unit (src/main_unit.py): no file, no Pebble call.
+    assert effects.relation_writes == [{PEER_MAIN_UNIT_KEY: "synapse/0"}]
+    assert (effects.pebble.calls, effects.pushes, effects.layers) == ([], [], [])
     assert service(out) is None
     assert list(env.data_dir.iterdir()) == []
 
@@ -593,26 +601,45 @@ def test_register_when_synapse_answers_garbage(env: CharmEnv, fake_synapse: Fake
     assert register(env, state, username="alice") == "Synapse did not answer; retry once the unit is active"
 
 
-# --- one main process: only the leader runs Synapse ------------------------------------------
+# --- one main process: only the recorded main unit runs Synapse (src/main_unit.py) ----------
 
 
-def test_unit_that_loses_leadership_stops_synapse_and_keeps_its_files(env: CharmEnv) -> None:
+def taken_over(state: testing.State, main: str = "synapse/1") -> testing.State:
+    """`state` as a non-leader after the leader recorded another unit (`main`) as the main unit."""
+    (peer,) = (relation for relation in state.relations if relation.endpoint == PEER_RELATION)
+    assert isinstance(peer, testing.PeerRelation)
+    moved = dataclasses.replace(
+        peer, local_app_data={**peer.local_app_data, PEER_MAIN_UNIT_KEY: main}, peers_data={1: {}}
+    )
+    return dataclasses.replace(state, leader=False, relations=(state.relations - {peer}) | {moved})
+
+
+def test_unit_that_loses_leadership_keeps_running_as_the_main(env: CharmEnv) -> None:
     state = dataclasses.replace(running(env), leader=False)
+    with record_side_effects() as effects:
+        out = env.ctx.run(env.ctx.on.update_status(), state)
+    assert out.unit_status == ops.ActiveStatus()
+    assert effects.nothing, effects
+    assert service(out) == ACTIVE
+
+
+def test_unit_that_is_no_longer_the_main_stops_synapse_and_keeps_its_files(env: CharmEnv) -> None:
+    state = taken_over(running(env))
     before = env.host_path(CONFIG_PATH).read_text()
 
     with record_pebble_calls() as calls:
         out = env.ctx.run(env.ctx.on.update_status(), state)
 
-    assert out.unit_status == STANDBY
+    assert out.unit_status == STANDBY_BEHIND_UNIT_1
     assert calls.calls == [("stop", (SERVICE_NAME,))]
     assert service(out) != ACTIVE
     assert env.host_path(CONFIG_PATH).read_text() == before
 
 
 def test_actions_on_a_standby_unit_say_to_use_the_leader(env: CharmEnv) -> None:
-    state = dataclasses.replace(running(env), leader=False)
+    state = taken_over(running(env))
 
     with pytest.raises(testing.ActionFailed) as excinfo:
         env.ctx.run(env.ctx.on.action("register-user", params={"username": "alice"}), state)
 
-    assert excinfo.value.message == f"the unit is not ready for this action: {STANDBY.message}"
+    assert excinfo.value.message == f"the unit is not ready for this action: {STANDBY_BEHIND_UNIT_1.message}"

@@ -11,6 +11,7 @@ from ops import testing
 from constants import (
     FORM_SECRET_PATH,
     MACAROON_SECRET_PATH,
+    PEER_MAIN_UNIT_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
     REGISTRATION_SECRET_PATH,
@@ -100,7 +101,10 @@ def test_leader_creates_one_secret_and_publishes_its_id(env: CharmEnv) -> None:
     assert secret.owner == "app"
     assert secret.label == SECRET_LABEL
     content = ServerSecrets.from_content(dict(secret.tracked_content))
-    assert out.get_relations(PEER_RELATION)[0].local_app_data == {PEER_SECRET_ID_KEY: secret.id}
+    assert out.get_relations(PEER_RELATION)[0].local_app_data == {
+        PEER_SECRET_ID_KEY: secret.id,
+        PEER_MAIN_UNIT_KEY: "synapse/0",
+    }
     assert env.read(SIGNING_KEY_PATH) == content.signing_key + "\n"
     assert env.read(REGISTRATION_SECRET_PATH) == content.registration_shared_secret
     assert env.read(MACAROON_SECRET_PATH) == content.macaroon_secret_key
@@ -125,7 +129,7 @@ def test_leader_publishes_when_the_peer_relation_appears(env: CharmEnv) -> None:
 
     peer = testing.PeerRelation(PEER_RELATION)
     out = env.run(env.ctx.on.relation_created(peer), dataclasses.replace(out, relations=frozenset({peer})))
-    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id}
+    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id, PEER_MAIN_UNIT_KEY: "synapse/0"}
     assert env.server_secret(out) == secret
 
 
@@ -136,7 +140,7 @@ def test_new_leader_republishes_a_missing_id(env: CharmEnv) -> None:
     emptied = dataclasses.replace(out, relations=frozenset({dataclasses.replace(peer, local_app_data={})}))
 
     out = env.run(env.ctx.on.leader_elected(), emptied)
-    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id}
+    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id, PEER_MAIN_UNIT_KEY: "synapse/0"}
 
 
 def test_leader_with_damaged_secret_is_blocked(env: CharmEnv) -> None:
@@ -238,7 +242,7 @@ def test_new_leader_reuses_the_published_secret(env: CharmEnv) -> None:
     (kept,) = out.secrets
     assert (kept.id, dict(kept.tracked_content)) == (secret.id, content)
     assert env.read(SIGNING_KEY_PATH) == content["signing-key"] + "\n"
-    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id}
+    assert out.get_relation(peer.id).local_app_data == {PEER_SECRET_ID_KEY: secret.id, PEER_MAIN_UNIT_KEY: "synapse/0"}
 
 
 def test_new_leader_blocks_when_the_published_secret_is_gone(env: CharmEnv) -> None:

@@ -8,7 +8,7 @@ import typing
 import yaml
 from ops import testing
 
-from constants import METRICS_ENDPOINT, METRICS_PATH, METRICS_PORT
+from constants import METRICS_ENDPOINT, METRICS_PATH, METRICS_PORT, PEER_MAIN_UNIT_KEY, PEER_RELATION
 from relations.metrics import ALERT_RULES_DIR, TOPOLOGY_PLACEHOLDER, rule_groups, scrape_job
 from tests.prometheus_consumer import expand_scrape_jobs
 from tests.unit.conftest import CharmEnv, record_side_effects
@@ -150,7 +150,16 @@ def test_non_leader_writes_no_app_data_and_offers_no_address(env: CharmEnv) -> N
 def test_unit_that_stops_serving_withdraws_its_address(env: CharmEnv) -> None:
     out, relation_id = published(env)
     assert unit_data(out, relation_id)["prometheus_scrape_unit_address"]
+    # Still the main unit after a leadership change: it keeps serving and stays scraped.
     out = env.run(env.ctx.on.update_status(), dataclasses.replace(out, leader=False))
+    assert unit_data(out, relation_id)["prometheus_scrape_unit_address"]
+    # Another unit is recorded as the main (this one was taken over): it stops and withdraws.
+    peer = out.get_relations(PEER_RELATION)[0]
+    assert isinstance(peer, testing.PeerRelation)
+    moved = dataclasses.replace(
+        peer, local_app_data={**peer.local_app_data, PEER_MAIN_UNIT_KEY: "synapse/1"}, peers_data={1: {}}
+    )
+    out = env.run(env.ctx.on.update_status(), dataclasses.replace(out, relations=(out.relations - {peer}) | {moved}))
     data = unit_data(out, relation_id)
     assert "prometheus_scrape_unit_address" not in data
     assert "prometheus_scrape_unit_name" not in data
