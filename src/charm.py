@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The Synapse charm: one holistic reconcile from typed state to a running homeserver."""
 
+import json
 import logging
 
 import ops
@@ -10,27 +11,34 @@ from constants import (
     CONTAINER_NAME,
     DATABASE_ENDPOINT,
     GRAFANA_DASHBOARD_ENDPOINT,
+    INGRESS_ENDPOINT,
     LEGACY_DB_ENDPOINT,
     LOGGING_ENDPOINT,
     METRICS_ENDPOINT,
     METRICS_PORT,
+    NGINX_ROUTE_ENDPOINT,
     PEER_RELATION,
     REDIS_ENDPOINT,
     SAML_ENDPOINT,
     SMTP_ENDPOINT,
+    SYNAPSE_PORT,
+    WELL_KNOWN_ACTION,
 )
 from database_lifecycle import DatabaseLifecycle
 from main_unit import PROMOTE_ACTION, MainUnit
 from outcomes import Desired, Hold, Outcome, PrepareDatabase, Standby, Stop
 from relations.database import DatabaseRequires
 from relations.grafana_dashboard import GrafanaDashboardProvider
+from relations.ingress import IngressRequires
 from relations.legacy_db import LegacyDatabaseRequires
 from relations.logging import LokiPushRequirer
 from relations.matrix_auth import MatrixAuthProvider
 from relations.metrics import MetricsEndpointProvider, scrape_job
+from relations.nginx_route import NginxRouteRequest, NginxRouteRequires, size_in_mebibytes
 from relations.redis import RedisRequires
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
+from routing import ProxyRelations, RoutingError, well_known
 from server_secrets import ensure_server_secrets
 from state import CharmState, InvalidStateError
 from user_actions import ActionContext, UserActions
@@ -61,7 +69,10 @@ class SynapseCharm(ops.CharmBase):
         self.dashboards = GrafanaDashboardProvider(self, GRAFANA_DASHBOARD_ENDPOINT)
         self.logging = LokiPushRequirer(self, LOGGING_ENDPOINT)
         self.matrix_auth = MatrixAuthProvider(self)
+        self.ingress = IngressRequires(self, INGRESS_ENDPOINT)
+        self.nginx_route = NginxRouteRequires(self, NGINX_ROUTE_ENDPOINT)
         self._outcome: Outcome | None = None
+        self._state: CharmState | InvalidStateError | None = None
         for event in (
             self.on.install,
             self.on.start,
@@ -90,15 +101,41 @@ class SynapseCharm(ops.CharmBase):
             self.on[LOGGING_ENDPOINT].relation_departed,
             self.on[METRICS_ENDPOINT].relation_created,
             *self.matrix_auth.events,
+            *self._proxy_events(),
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.matrix_auth.broken, self._on_matrix_auth_broken)
+        framework.observe(self.on[WELL_KNOWN_ACTION].action, self._on_get_well_known)
         framework.observe(self.on.secret_changed, self._on_secret_changed)
         framework.observe(self.on[PROMOTE_ACTION.replace("-", "_")].action, self._on_promote_main)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         self.user_actions = UserActions(self, self._action_server_name, self._action_context)
 
+    def _proxy_events(self) -> list[ops.BoundEvent]:
+        """The reverse-proxy relation events that change routing."""
+        return [
+            event
+            for endpoint in (INGRESS_ENDPOINT, NGINX_ROUTE_ENDPOINT)
+            for event in (
+                self.on[endpoint].relation_created,
+                self.on[endpoint].relation_changed,
+                self.on[endpoint].relation_broken,
+            )
+        ]
+
     # -- evaluation: what should run, from the typed state ------------------------------------
+
+    def _charm_state(self) -> CharmState:
+        """Config and routing parsed once per hook; InvalidStateError (cached too) on bad input."""
+        if self._state is None:
+            try:
+                proxies = ProxyRelations(ingress=self.ingress.answer(), nginx_route=self.nginx_route.is_related())
+                self._state = CharmState.from_charm(self, proxies=proxies)
+            except InvalidStateError as exc:
+                self._state = exc
+        if isinstance(self._state, InvalidStateError):
+            raise self._state
+        return self._state
 
     def _evaluate(self) -> Outcome:
         """What this unit should do (cached per hook)."""
@@ -152,7 +189,7 @@ class SynapseCharm(ops.CharmBase):
     def _compute_leader_outcome(self) -> Outcome:
         """Parse inputs, fetch the secrets, then ask the database lifecycle; never raises on bad input."""
         try:
-            state = CharmState.from_charm(self)
+            state = self._charm_state()
             state = state.model_copy(update={"smtp": self.smtp.endpoint(), "saml": self.saml.provider()})
         except InvalidStateError as exc:
             return Hold(ops.BlockedStatus(str(exc)))
@@ -185,6 +222,7 @@ class SynapseCharm(ops.CharmBase):
         self._publish_main_unit()
         self._publish_database_request()
         self._publish_observability()
+        self._publish_routes()
         evaluated = self._evaluate()
         outcome = self.database_lifecycle.prepare(evaluated) if isinstance(evaluated, PrepareDatabase) else evaluated
         self._outcome = outcome
@@ -253,6 +291,33 @@ class SynapseCharm(ops.CharmBase):
         self._reconcile()
         event.set_results({"main-unit": self.unit.name})
 
+    def _publish_routes(self) -> None:
+        """Ask the related reverse proxies to route to Synapse (changed keys only).
+
+        nginx-route's hostnames come from the config: with invalid config (Blocked) the last
+        request stays as it is.
+        """
+        self.ingress.publish(SYNAPSE_PORT)
+        if not self.nginx_route.is_related() or not self.unit.is_leader():
+            return
+        try:
+            state = self._charm_state()
+        except InvalidStateError:
+            return
+        hosts = state.routing.nginx_route_hosts
+        if not hosts:
+            return
+        self.nginx_route.publish(
+            NginxRouteRequest(
+                hostname=hosts[0],
+                additional_hostnames=hosts[1:],
+                service_name=self.app.name,
+                service_port=SYNAPSE_PORT,
+                namespace=self.model.name,
+                max_body_size_mib=size_in_mebibytes(state.config.max_upload_size),
+            )
+        )
+
     def _on_secret_changed(self, _: ops.SecretChangedEvent) -> None:
         """A secret we read changed (server secrets or database credentials): reconcile."""
         self._reconcile()
@@ -296,13 +361,42 @@ class SynapseCharm(ops.CharmBase):
             event.add_status(ops.MaintenanceStatus("starting Synapse"))
         elif not self._is_ready():
             event.add_status(ops.WaitingStatus("waiting for Synapse to become ready"))
-        event.add_status(ops.ActiveStatus())
+        routing = outcome.state.routing if isinstance(outcome, Desired) else None
+        if routing is not None and routing.waiting:
+            event.add_status(ops.WaitingStatus(routing.waiting))
+        event.add_status(ops.ActiveStatus(routing.notice if routing is not None else ""))
 
     # -- actions -------------------------------------------------------------------------------
 
     def _action_server_name(self) -> str:
         """The configured server name; InvalidStateError when the config is invalid."""
-        return CharmState.from_charm(self).config.server_name
+        return self._charm_state().config.server_name
+
+    def _on_get_well_known(self, event: ops.ActionEvent) -> None:
+        """The .well-known delegation documents, where to serve them, and whether Synapse does."""
+        try:
+            state = self._charm_state()
+            documents = well_known(state.config.server_name, state.routing)
+        except (InvalidStateError, RoutingError) as exc:
+            event.fail(str(exc))
+            return
+        if documents.served_by_synapse:
+            message = "Synapse serves both documents itself (the server_name's host is routed to it): nothing to do"
+        else:
+            message = (
+                f"serve these two documents, with Content-Type application/json, at {documents.server_url} and "
+                f"{documents.client_url} (the client document also with Access-Control-Allow-Origin: *)"
+            )
+        event.set_results(
+            {
+                "served-by-synapse": str(documents.served_by_synapse).lower(),
+                "server-url": documents.server_url,
+                "server": json.dumps(documents.server),
+                "client-url": documents.client_url,
+                "client": json.dumps(documents.client),
+                "message": message,
+            }
+        )
 
     def _action_context(self) -> ActionContext | str:
         """What actions need to call this unit's Synapse, or why they cannot yet."""

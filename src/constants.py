@@ -75,3 +75,8 @@ PEER_MAIN_UNIT_KEY = "main-unit"
 
 # Redis (replication between Synapse's main process and workers).
 REDIS_ENDPOINT = "redis"
+
+# Reverse proxies in front of Synapse, and the action giving the .well-known documents.
+INGRESS_ENDPOINT = "ingress"
+NGINX_ROUTE_ENDPOINT = "nginx-route"
+WELL_KNOWN_ACTION = "get-well-known"

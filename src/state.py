@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from config_options import ServerOptions, read_turn_shared_secret
 from constants import DATABASE_CA_PATH, SAML_IDP_METADATA_PATH
+from routing import ProxyRelations, Routing, RoutingError, resolve_routing
 
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -25,6 +26,10 @@ _SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
 # RFC 3986 characters (unreserved, reserved and percent-escapes), nothing else.
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 MAX_URL_LENGTH = 2048
+SIZE_FACTORS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+# The largest size clients can handle exactly (JSON numbers are IEEE doubles): 8 PiB - 1 byte.
+MAX_UPLOAD_BYTES = 2**53 - 1
+MAX_SIZE_DIGITS = 20  # more is certainly above MAX_UPLOAD_BYTES (and int() refuses over 4300 digits)
 # A SAML attribute name: a simple name or a URN/URI such as urn:oid:0.9.2342.19200300.100.1.1.
 _SAML_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:/#-]{1,256}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -101,6 +106,33 @@ def validate_notif_from(value: str) -> None:
         raise ValueError(f'{value!r} is not an email address such as "Chat <noreply@chat.example.com>"')
 
 
+def parse_public_url(value: str) -> str:
+    """An absolute http(s) URL with a host (no credentials, query or fragment), ending with '/'; or ValueError."""
+    value = value.strip()
+    if len(value) > MAX_URL_LENGTH or not _URL_CHARS.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters (percent-encode others)"
+        )
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{value!r} must not have credentials, a query or a fragment")
+    host = parts.netloc.rpartition("@")[2]
+    validate_server_name(host)
+    return value if value.endswith("/") else value + "/"
+
+
+def size_in_bytes(size: str) -> int:
+    """A validated size (digits with an optional K/M/G/T suffix, powers of 1024 as Synapse counts) in bytes."""
+    if size[-1] in SIZE_FACTORS:
+        return int(size[:-1]) * SIZE_FACTORS[size[-1]]
+    return int(size)
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated option into its non-empty, stripped, unique items."""
     items: list[str] = []
@@ -151,21 +183,7 @@ class CharmConfig(ServerOptions):
         """An absolute http(s) URL with a host, normalised to end with '/'."""
         if not isinstance(value, str):
             raise ValueError("must be a string")
-        value = value.strip()
-        if not value:
-            return ""
-        if len(value) > MAX_URL_LENGTH or not _URL_CHARS.fullmatch(value):
-            raise ValueError(
-                f"{value!r} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters (percent-encode others)"
-            )
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError(f"{value!r} must not have credentials, a query or a fragment")
-        host = parts.netloc.rpartition("@")[2]
-        validate_server_name(host)
-        return value if value.endswith("/") else value + "/"
+        return parse_public_url(value) if value.strip() else ""
 
     @field_validator("max_upload_size", mode="before")
     @classmethod
@@ -174,6 +192,8 @@ class CharmConfig(ServerOptions):
         text = str(value).strip().upper()
         if not _SIZE.fullmatch(text):
             raise ValueError(f"{value!r} is not a size such as 50M (digits, then K, M, G or T)")
+        if len(text) > MAX_SIZE_DIGITS or size_in_bytes(text) > MAX_UPLOAD_BYTES:
+            raise ValueError(f"{text[:40]!r} is larger than {MAX_UPLOAD_BYTES} bytes (8191T)")
         return text
 
     @field_validator("federation_domain_whitelist", "trusted_key_servers", mode="before")
@@ -416,6 +436,14 @@ class AppserviceFile(BaseModel):
     content: str = Field(repr=False)
 
 
+def _routing_of_config(config: CharmConfig) -> Routing:
+    """The routing of config.public_baseurl with no proxy related."""
+    try:
+        return resolve_routing(config.server_name, config.public_baseurl, ProxyRelations())
+    except ValueError:  # a config no validator made (tests of the template itself)
+        return Routing(public_baseurl=config.public_baseurl)
+
+
 class CharmState(BaseModel):
     """Everything the workload configuration is rendered from."""
 
@@ -432,13 +460,40 @@ class CharmState(BaseModel):
     appservices: tuple[AppserviceFile, ...] = ()
     # The TURN servers' shared secret, from the operator's Juju secret (None: no TURN).
     turn_shared_secret: str | None = Field(default=None, repr=False)
+    # public_baseurl (also in config.public_baseurl), proxies and delegation; see routing.py.
+    # Left out, it is what config alone gives (no proxy related).
+    routing: Routing = Field(default_factory=lambda data: _routing_of_config(data["config"]))
 
     @classmethod
-    def from_charm(cls, charm: ops.CharmBase, database: DatabaseEndpoint | None = None) -> "CharmState":
-        """Build the state from the charm's inputs, or raise InvalidStateError."""
+    def from_charm(
+        cls,
+        charm: ops.CharmBase,
+        database: DatabaseEndpoint | None = None,
+        proxies: ProxyRelations | None = None,
+    ) -> "CharmState":
+        """Build the state from the charm's inputs, or raise InvalidStateError.
+
+        `config.public_baseurl` is the effective URL: the option, else what the proxies give.
+        """
         config = CharmConfig.from_juju(charm.config, charm.app.name)
         turn_secret = read_turn_shared_secret(charm.model, config.turn_shared_secret)
-        return cls(config=config, database=database, turn_shared_secret=turn_secret)
+        configured_url = config.public_baseurl if str(charm.config.get("public_baseurl") or "").strip() else ""
+        try:
+            routing = resolve_routing(config.server_name, configured_url, proxies or ProxyRelations())
+        except RoutingError as exc:
+            raise InvalidStateError(str(exc).replace("{app}", charm.app.name)) from None
+        config = config.model_copy(update={"public_baseurl": routing.public_baseurl})
+        return cls(config=config, database=database, routing=routing, turn_shared_secret=turn_secret)
+
+    @property
+    def proxied(self) -> bool:
+        """Whether a reverse proxy is related (Synapse trusts its X-Forwarded-* headers)."""
+        return self.routing.proxied
+
+    @property
+    def serve_server_wellknown(self) -> bool:
+        """Whether Synapse serves /.well-known/matrix/server (its server_name host is routed to it)."""
+        return self.routing.serve_server_wellknown
 
     def database_args(self) -> dict[str, str | int] | None:
         """Synapse's psycopg2 `database.args`, or None on SQLite."""

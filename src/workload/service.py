@@ -105,6 +105,8 @@ def render_homeserver_config(state: CharmState) -> str:
         .get_template("homeserver.yaml.j2")
         .render(
             config=config,
+            x_forwarded=state.proxied,
+            serve_server_wellknown=state.serve_server_wellknown,
             database_args=state.database_args(),
             email=state.email_config(),
             saml2=state.saml2_config(),

@@ -8,11 +8,14 @@ from constants import (
     CONTAINER_NAME,
     DATA_DIR,
     DATABASE_ENDPOINT,
+    INGRESS_ENDPOINT,
     LEGACY_DB_ENDPOINT,
+    NGINX_ROUTE_ENDPOINT,
     PEER_RELATION,
     SAML_ENDPOINT,
     SMTP_ENDPOINT,
     SYNAPSE_VERSION,
+    WELL_KNOWN_ACTION,
 )
 from main_unit import PROMOTE_ACTION
 from state import CharmConfig
@@ -45,6 +48,8 @@ def test_endpoints_match_the_constants() -> None:
     assert METADATA["requires"][LEGACY_DB_ENDPOINT] == {"interface": "pgsql", "limit": 1, "optional": True}
     assert METADATA["requires"][SMTP_ENDPOINT] == {"interface": "smtp", "limit": 1, "optional": True}
     assert METADATA["requires"][SAML_ENDPOINT] == {"interface": "saml", "limit": 1, "optional": True}
+    assert METADATA["requires"][INGRESS_ENDPOINT] == {"interface": "ingress", "limit": 1, "optional": True}
+    assert METADATA["requires"][NGINX_ROUTE_ENDPOINT] == {"interface": "nginx-route", "limit": 1, "optional": True}
 
 
 def test_every_config_option_is_parsed_and_every_field_is_an_option() -> None:
@@ -63,6 +68,6 @@ def test_config_defaults_parse_to_the_model_defaults() -> None:
 
 
 def test_every_action_has_a_handler() -> None:
-    assert set(ACTIONS) == set(UserActions.HANDLERS) | {PROMOTE_ACTION}
+    assert set(ACTIONS) == {*UserActions.HANDLERS, PROMOTE_ACTION, WELL_KNOWN_ACTION}
     for method in UserActions.HANDLERS.values():
         assert callable(getattr(UserActions, method)), method

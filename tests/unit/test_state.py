@@ -446,3 +446,12 @@ def test_config_is_frozen_and_ignores_unknown_options() -> None:
 )
 def test_embedded_newlines_are_rejected(option: str, value: str) -> None:
     rejected(option, value)
+
+
+def test_max_upload_size_has_a_bound() -> None:
+    """Synapse cannot read a size of thousands of digits: the charm refuses it, and anything above 2**53-1 bytes."""
+    for size in ("8191T", str(2**53 - 1)):
+        assert CharmConfig.from_juju({"server_name": "example.com", "max_upload_size": size}, "s").max_upload_size
+    for size in ("8192T", "9" * 5000, str(2**53)):
+        with pytest.raises(InvalidStateError, match=r"larger than 9007199254740991 bytes \(8191T\)"):
+            CharmConfig.from_juju({"server_name": "example.com", "max_upload_size": size}, "s")

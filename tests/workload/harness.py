@@ -763,6 +763,22 @@ class CharmDriver:
         """
         return self.view.entered()
 
+    def relate(self, relation: testing.RelationBase) -> testing.RelationBase:
+        """Add a relation and run what Juju runs for it (relation-created, then -changed); return it from the State."""
+        self.state = dataclasses.replace(self.state, relations=frozenset({*self.state.relations, relation}))
+        self.run(self.ctx.on.relation_created(relation))
+        self.run(self.ctx.on.relation_changed(self.state.get_relation(relation.id)))
+        return self.state.get_relation(relation.id)
+
+    def update_remote_app_data(self, relation_id: int, data: Mapping[str, str]) -> testing.RelationBase:
+        """The remote application wrote `data` on a relation: run relation-changed; return the relation."""
+        relation = typing.cast(testing.Relation, self.state.get_relation(relation_id))
+        changed = dataclasses.replace(relation, remote_app_data={**relation.remote_app_data, **data})
+        others = {rel for rel in self.state.relations if rel.id != relation_id}
+        self.state = dataclasses.replace(self.state, relations=frozenset({*others, changed}))
+        self.run(self.ctx.on.relation_changed(changed))
+        return self.state.get_relation(relation_id)
+
     def set_config(self, **changes: str | int | float | bool) -> None:
         """Change Juju config for the next runs (as `juju config` would, before config-changed)."""
         self.state = dataclasses.replace(self.state, config={**self.state.config, **changes})

@@ -137,6 +137,8 @@ class Namespace:
 class TestHost:
     """One machine on a test network: its names, its address and its network namespace."""
 
+    __test__ = False  # not a pytest test class
+
     names: tuple[str, ...]
     address: str
     namespace: Namespace
