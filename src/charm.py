@@ -6,7 +6,9 @@ import logging
 
 import ops
 
+from backup_actions import BackupActions, BackupContext
 from constants import (
+    BACKUP_ENDPOINT,
     CHECK_READY,
     CONTAINER_NAME,
     DATABASE_ENDPOINT,
@@ -14,6 +16,7 @@ from constants import (
     INGRESS_ENDPOINT,
     LEGACY_DB_ENDPOINT,
     LOGGING_ENDPOINT,
+    MEDIA_ENDPOINT,
     METRICS_ENDPOINT,
     METRICS_PORT,
     NGINX_ROUTE_ENDPOINT,
@@ -36,14 +39,15 @@ from relations.matrix_auth import MatrixAuthProvider
 from relations.metrics import MetricsEndpointProvider, scrape_job
 from relations.nginx_route import NginxRouteRequest, NginxRouteRequires, size_in_mebibytes
 from relations.redis import RedisRequires
+from relations.s3 import S3Requires
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
 from routing import ProxyRelations, RoutingError, well_known
 from server_secrets import ensure_server_secrets
-from state import CharmState, InvalidStateError
+from state import CharmState, InvalidStateError, S3Connection
 from user_actions import ActionContext, UserActions
 from workload.saml import check_saml_support
-from workload.service import Workload
+from workload.service import MEDIA_PROVIDER_MODULE, Workload
 from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -71,6 +75,8 @@ class SynapseCharm(ops.CharmBase):
         self.matrix_auth = MatrixAuthProvider(self)
         self.ingress = IngressRequires(self, INGRESS_ENDPOINT)
         self.nginx_route = NginxRouteRequires(self, NGINX_ROUTE_ENDPOINT)
+        self.backup = S3Requires(self, BACKUP_ENDPOINT)
+        self.media = S3Requires(self, MEDIA_ENDPOINT)
         self._outcome: Outcome | None = None
         self._state: CharmState | InvalidStateError | None = None
         for event in (
@@ -102,6 +108,8 @@ class SynapseCharm(ops.CharmBase):
             self.on[METRICS_ENDPOINT].relation_created,
             *self.matrix_auth.events,
             *self._proxy_events(),
+            self.on[MEDIA_ENDPOINT].relation_changed,
+            self.on[MEDIA_ENDPOINT].relation_broken,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.matrix_auth.broken, self._on_matrix_auth_broken)
@@ -110,6 +118,7 @@ class SynapseCharm(ops.CharmBase):
         framework.observe(self.on[PROMOTE_ACTION.replace("-", "_")].action, self._on_promote_main)
         framework.observe(self.on.collect_unit_status, self._on_collect_unit_status)
         self.user_actions = UserActions(self, self._action_server_name, self._action_context)
+        self.backup_actions = BackupActions(self, self.backup, self.workload, self._backup_context)
 
     def _proxy_events(self) -> list[ops.BoundEvent]:
         """The reverse-proxy relation events that change routing."""
@@ -188,13 +197,9 @@ class SynapseCharm(ops.CharmBase):
 
     def _compute_leader_outcome(self) -> Outcome:
         """Parse inputs, fetch the secrets, then ask the database lifecycle; never raises on bad input."""
-        try:
-            state = self._charm_state()
-            state = state.model_copy(update={"smtp": self.smtp.endpoint(), "saml": self.saml.provider()})
-        except InvalidStateError as exc:
-            return Hold(ops.BlockedStatus(str(exc)))
-        if not self.container.can_connect():
-            return Hold(ops.WaitingStatus("waiting for the synapse container"))
+        state = self._typed_state()
+        if isinstance(state, Hold):
+            return state
         try:
             if state.saml is not None:
                 check_saml_support(self.container)
@@ -214,6 +219,47 @@ class SynapseCharm(ops.CharmBase):
                 )
             )
         return self.database_lifecycle.outcome(state, server_secrets)
+
+    def _typed_state(self) -> CharmState | Hold:
+        """The config, SMTP, SAML and media bucket as typed state, or a Hold saying why there is none."""
+        try:
+            state = self._charm_state()
+            state = state.model_copy(update={"smtp": self.smtp.endpoint(), "saml": self.saml.provider()})
+        except InvalidStateError as exc:
+            return Hold(ops.BlockedStatus(str(exc)))
+        if not self.container.can_connect():
+            return Hold(ops.WaitingStatus("waiting for the synapse container"))
+        return self._with_media(state)
+
+    def _with_media(self, state: CharmState) -> CharmState | Hold:
+        """`state` with the media relation's bucket, or a Hold saying why media on S3 cannot run."""
+        try:
+            media = self._media_storage()
+        except InvalidStateError as exc:
+            return Hold(ops.BlockedStatus(str(exc)))
+        if isinstance(media, ops.StatusBase):
+            return Hold(media)
+        return state.model_copy(update={"media_storage": media}) if media else state
+
+    def _media_storage(self) -> S3Connection | ops.StatusBase | None:
+        """The media relation's bucket, if related and usable; else why not (InvalidStateError: bad data)."""
+        if self.media.relation is None:
+            return None
+        connection = self.media.connection()
+        if connection is None:
+            return ops.WaitingStatus(f"waiting for the s3-integrator to provide the {MEDIA_ENDPOINT} bucket")
+        remove = f"or remove the relation: `juju remove-relation {self.app.name}:{MEDIA_ENDPOINT} s3-integrator`"
+        if connection.ca_chain:
+            return ops.BlockedStatus(
+                f"the {MEDIA_ENDPOINT} S3 endpoint uses a private CA (tls-ca-chain), which synapse-s3-storage-provider "
+                f"cannot be given; use a publicly trusted certificate, {remove}"
+            )
+        if not self.workload.has_python_module(MEDIA_PROVIDER_MODULE):
+            return ops.BlockedStatus(
+                f"media on S3 needs synapse-s3-storage-provider in the Synapse image: use an image with "
+                f"`pip install synapse-s3-storage-provider` in Synapse's Python, {remove}"
+            )
+        return connection
 
     # -- reconcile: bring the workload to the outcome --------------------------------------------
 
@@ -367,6 +413,16 @@ class SynapseCharm(ops.CharmBase):
         event.add_status(ops.ActiveStatus(routing.notice if routing is not None else ""))
 
     # -- actions -------------------------------------------------------------------------------
+
+    def _backup_context(self) -> BackupContext | str:
+        """What the backup actions need from the running server, or why this unit cannot act."""
+        outcome = self._evaluate()
+        if not isinstance(outcome, Desired):
+            reason = outcome.status.message if isinstance(outcome, Hold | Stop | Standby) else "preparing the database"
+            return f"the unit is not ready for backups: {reason}"
+        if not self.workload.is_running():
+            return "Synapse is not running yet; retry once the unit is active"
+        return BackupContext(state=outcome.state, secrets=outcome.secrets)
 
     def _action_server_name(self) -> str:
         """The configured server name; InvalidStateError when the config is invalid."""

@@ -80,3 +80,6 @@ REDIS_ENDPOINT = "redis"
 INGRESS_ENDPOINT = "ingress"
 NGINX_ROUTE_ENDPOINT = "nginx-route"
 WELL_KNOWN_ACTION = "get-well-known"
+# S3 relations (s3-integrator): encrypted backups, and Synapse's media store on S3.
+BACKUP_ENDPOINT = "backup"
+MEDIA_ENDPOINT = "media"

@@ -118,7 +118,8 @@ def ensure_server_secrets(charm: ops.CharmBase) -> ServerSecrets | None:
             secret_id = secret.id or secret.get_info().id
             if secret_id and relation.data[charm.app].get(PEER_SECRET_ID_KEY) != secret_id:
                 relation.data[charm.app][PEER_SECRET_ID_KEY] = secret_id
-        return ServerSecrets.from_content(secret.get_content())
+        # refresh: the owner follows the latest revision (a restore replaces the content)
+        return ServerSecrets.from_content(secret.get_content(refresh=True))
     published_id = _peer_secret_id(charm)
     if published_id is None:
         return None
@@ -128,3 +129,11 @@ def ensure_server_secrets(charm: ops.CharmBase) -> ServerSecrets | None:
         logger.warning("server secret %s is not readable yet", published_id)
         return None
     return ServerSecrets.from_content(secret.get_content(refresh=True))
+
+
+def replace_server_secrets(charm: ops.CharmBase, restored: ServerSecrets) -> None:
+    """Make a restored identity the server's: the leader updates the server secret's content."""
+    secret = _leader_secret(charm)
+    if ServerSecrets.from_content(secret.get_content(refresh=True)) != restored:
+        logger.info("the server secret now holds the restored signing key and secrets")
+        secret.set_content(restored.to_content())

@@ -32,6 +32,7 @@ MAX_UPLOAD_BYTES = 2**53 - 1
 MAX_SIZE_DIGITS = 20  # more is certainly above MAX_UPLOAD_BYTES (and int() refuses over 4300 digits)
 # A SAML attribute name: a simple name or a URN/URI such as urn:oid:0.9.2342.19200300.100.1.1.
 _SAML_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:/#-]{1,256}")
+_SECRET_ID = re.compile(r"(secret:(//[A-Za-z0-9-]{1,64}/)?)?[a-z0-9]{20}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REGISTRATION_MODES = ("disabled", "token", "open")
 
@@ -168,6 +169,16 @@ class CharmConfig(ServerOptions):
     enable_email_notifs: bool = False
     enable_password_config: bool = True
     saml_localpart_attribute: str = "uid"
+    backup_passphrase: str = ""
+
+    @field_validator("backup_passphrase", mode="before")
+    @classmethod
+    def _secret_id(cls, value: object) -> str:
+        """Empty, or a Juju secret ID (secret:<id> or secret://<model>/<id>)."""
+        text = str(value or "").strip()
+        if text and not _SECRET_ID.fullmatch(text):
+            raise ValueError(f"{text!r} is not a Juju secret ID such as secret:cs1bhhl2ug2c78e8erh0")
+        return text
 
     @field_validator("server_name", mode="before")
     @classmethod
@@ -463,6 +474,8 @@ class CharmState(BaseModel):
     # public_baseurl (also in config.public_baseurl), proxies and delegation; see routing.py.
     # Left out, it is what config alone gives (no proxy related).
     routing: Routing = Field(default_factory=lambda data: _routing_of_config(data["config"]))
+    # The media relation's bucket: Synapse stores media there too (synapse-s3-storage-provider).
+    media_storage: "S3Connection | None" = None
 
     @classmethod
     def from_charm(
@@ -537,3 +550,110 @@ class DatabaseRecord(BaseModel):
             return cls.model_validate_json(raw)
         except pydantic.ValidationError:
             return None
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+class S3Connection(BaseModel):
+    """An S3 bucket and the credentials to reach it, as an `s3` relation provides them.
+
+    `endpoint` is an http(s) URL ('' means AWS for `region`); `path` a key prefix ('' or ending
+    with '/'); `uri_style` 'path' (bucket in the path) or 'host' (bucket in the host name).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    access_key: str = Field(min_length=1, max_length=256, repr=False)
+    secret_key: str = Field(min_length=1, max_length=256, repr=False)
+    bucket: str
+    endpoint: str = ""
+    region: str = "us-east-1"
+    path: str = ""
+    uri_style: typing.Literal["path", "host"] = "path"
+    ca_chain: tuple[str, ...] = Field(default=(), repr=False)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        """An S3 bucket name (3-63 lower-case letters, digits, dots, hyphens)."""
+        if not _BUCKET.fullmatch(value):
+            raise ValueError(f"{value!r} is not an S3 bucket name")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        """An http(s) URL with a host and no credentials, query or fragment."""
+        value = value.strip()
+        if not value:
+            return ""
+        if "://" not in value:
+            value = "https://" + value
+        if len(value) > MAX_URL_LENGTH or not _URL_CHARS.fullmatch(value):
+            raise ValueError(f"{value!r} is not a URL")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError(f"{value!r} must not have credentials, a query or a fragment")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port") from None
+        return value.rstrip("/")
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> str:
+        """A region name such as us-east-1; empty means us-east-1."""
+        text = str(value or "").strip() or "us-east-1"
+        if not _REGION.fullmatch(text):
+            raise ValueError(f"{text!r} is not a region name")
+        return text
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path(cls, value: object) -> str:
+        """A key prefix without leading slash, ending with '/' unless empty."""
+        text = str(value or "").strip().strip("/")
+        if len(text) > 512 or any(ord(char) < 0x20 or char == "\x7f" for char in text):
+            raise ValueError("must be at most 512 printable characters")
+        if any(part in ("", ".", "..") for part in text.split("/")) and text:
+            raise ValueError(f"{text!r} has an empty, '.' or '..' segment")
+        return text + "/" if text else ""
+
+    @field_validator("uri_style", mode="before")
+    @classmethod
+    def _uri_style(cls, value: object) -> str:
+        """'path' or 'host'; empty means path."""
+        return str(value or "").strip().lower() or "path"
+
+    def synapse_provider_config(self) -> dict[str, str]:
+        """synapse-s3-storage-provider's `config` for this bucket."""
+        config = {
+            "bucket": self.bucket,
+            "region_name": self.region,
+            "access_key_id": self.access_key,
+            "secret_access_key": self.secret_key,
+            "prefix": self.path,
+        }
+        if self.endpoint:
+            config["endpoint_url"] = self.endpoint
+        return config
+
+    def script_config(self) -> dict[str, typing.Any]:
+        """What the in-container backup script needs to reach the bucket (sent on stdin)."""
+        return {
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "bucket": self.bucket,
+            "endpoint": self.endpoint,
+            "region": self.region,
+            "uri_style": self.uri_style,
+            "ca_chain": list(self.ca_chain),
+        }
+
+
+CharmState.model_rebuild()

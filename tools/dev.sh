@@ -16,9 +16,9 @@ MIN_PYTHON="3.11"
 # util-linux: unshare, setpriv; postgresql and redis-server: real servers for the workload tests;
 # python3 and python3-venv: the workload harness builds Synapse's venv from Debian's /usr/bin/python3
 # (Synapse runs as uid 991, which cannot read a Python installed under /root).
-# nginx, prometheus (promtool), radosgw (S3), xmlsec1 (SAML), locales, openssl and iproute2: the
+# nginx, prometheus (promtool), radosgw, ceph-mon and ceph-osd (S3 on a one-OSD memstore cluster), xmlsec1 (SAML), locales, openssl and iproute2: the
 # reverse proxy, observability, backup, SSO and federation workload tests.
-DEBIAN_PACKAGES=(util-linux postgresql redis-server python3 python3-venv nginx prometheus radosgw xmlsec1 locales openssl
+DEBIAN_PACKAGES=(util-linux postgresql redis-server python3 python3-venv nginx prometheus radosgw ceph-mon ceph-osd xmlsec1 locales openssl
     ca-certificates iproute2)
 # Locales the workload tests initialise PostgreSQL clusters with (a database that is not
 # C-collated, as a non-default PostgreSQL gives); `locales` ships only C, C.UTF-8 and POSIX.

@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
+# The Python module of synapse-s3-storage-provider (media on S3), looked for in the image.
+MEDIA_PROVIDER_MODULE = "s3_storage_provider"
+_FIND_MODULE = "import importlib.util, sys; print('found' if importlib.util.find_spec(sys.argv[1]) else 'missing')"
+
 # Directories Synapse writes to, created owned by Synapse's uid with these modes.
 DIRECTORIES = {SECRETS_DIR: 0o700, MEDIA_STORE_DIR: 0o750, SQLITE_DIR: 0o750, APPSERVICES_DIR: 0o700}
 # Directories holding only files the charm renders: a file there that it no longer renders is removed.
@@ -111,6 +115,7 @@ def render_homeserver_config(state: CharmState) -> str:
             email=state.email_config(),
             saml2=state.saml2_config(),
             database_allow_unsafe_locale=bool(state.database and state.database.allow_unsafe_locale),
+            media_storage=state.media_storage.synapse_provider_config() if state.media_storage else None,
             synapse_port=SYNAPSE_PORT,
             metrics_port=METRICS_PORT,
             trusted_key_servers=[{"server_name": name} for name in config.trusted_key_servers],
@@ -252,6 +257,14 @@ class Workload:
         database = (self.installed_config() or {}).get("database")
         name = database.get("name") if isinstance(database, dict) else None
         return str(name) if name else None
+
+    def has_python_module(self, name: str) -> bool:
+        """Whether the image's Python can import module `name` (looked up, not imported)."""
+        try:
+            stdout, _ = self.container.exec(["python", "-c", _FIND_MODULE, name], timeout=60).wait_output()
+        except (ops.pebble.ExecError, ops.pebble.APIError, ops.pebble.TimeoutError, ops.pebble.ConnectionError):
+            return False
+        return str(stdout).strip() == "found"
 
     def has_sqlite_data(self) -> bool:
         """Whether Synapse has created its SQLite database here."""

@@ -4,12 +4,15 @@ from pathlib import Path
 
 import yaml
 
+from backup_actions import BackupActions
 from constants import (
+    BACKUP_ENDPOINT,
     CONTAINER_NAME,
     DATA_DIR,
     DATABASE_ENDPOINT,
     INGRESS_ENDPOINT,
     LEGACY_DB_ENDPOINT,
+    MEDIA_ENDPOINT,
     NGINX_ROUTE_ENDPOINT,
     PEER_RELATION,
     SAML_ENDPOINT,
@@ -50,6 +53,8 @@ def test_endpoints_match_the_constants() -> None:
     assert METADATA["requires"][SAML_ENDPOINT] == {"interface": "saml", "limit": 1, "optional": True}
     assert METADATA["requires"][INGRESS_ENDPOINT] == {"interface": "ingress", "limit": 1, "optional": True}
     assert METADATA["requires"][NGINX_ROUTE_ENDPOINT] == {"interface": "nginx-route", "limit": 1, "optional": True}
+    for endpoint in (BACKUP_ENDPOINT, MEDIA_ENDPOINT):
+        assert METADATA["requires"][endpoint] == {"interface": "s3", "limit": 1, "optional": True}
 
 
 def test_every_config_option_is_parsed_and_every_field_is_an_option() -> None:
@@ -68,6 +73,8 @@ def test_config_defaults_parse_to_the_model_defaults() -> None:
 
 
 def test_every_action_has_a_handler() -> None:
-    assert set(ACTIONS) == {*UserActions.HANDLERS, PROMOTE_ACTION, WELL_KNOWN_ACTION}
+    assert set(ACTIONS) == {*UserActions.HANDLERS, *BackupActions.HANDLERS, PROMOTE_ACTION, WELL_KNOWN_ACTION}
     for method in UserActions.HANDLERS.values():
         assert callable(getattr(UserActions, method)), method
+    for method in BackupActions.HANDLERS.values():
+        assert callable(getattr(BackupActions, method)), method

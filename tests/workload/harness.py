@@ -79,6 +79,11 @@ HEALTH_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
 LOG_TAIL_LINES = 60
 
+# Installed into the Synapse venv for the media relation's tests (media on S3), as an image
+# with it would have; the module imports boto3, botocore and six.
+SYNAPSE_S3_STORAGE_PROVIDER = "synapse-s3-storage-provider==1.7.0"
+SYNAPSE_S3_STORAGE_PROVIDER_DEPS = ("boto3==1.44.8", "six")
+
 # Interpreters tried, in order, for the Synapse venv. The venv's python must be runnable by
 # Synapse's uid: a pyenv interpreter under /root is not, Debian's /usr/bin/python3 is.
 BASE_PYTHONS = ("/usr/bin/python3", sys.executable)
@@ -147,8 +152,10 @@ def _venv_version(venv: Path) -> str | None:
         str(python),
         "-c",
         # SAML needs pysaml2 (matrix-synapse[saml2]) in the venv and xmlsec1 on PATH, as in the image;
-        # URL previews need beautifulsoup4 (matrix-synapse[url-preview]).
-        "import shutil, psycopg2, saml2, bs4, synapse; assert shutil.which('xmlsec1'), 'no xmlsec1'; "
+        # URL previews need beautifulsoup4 (matrix-synapse[url-preview]); media on S3 needs
+        # synapse-s3-storage-provider.
+        "import shutil, psycopg2, saml2, bs4, s3_storage_provider, synapse; "
+        "assert shutil.which('xmlsec1'), 'no xmlsec1'; "
         "print(synapse.__version__)",
     ]
     result = subprocess.run(argv, capture_output=True, text=True, check=False, cwd="/")
@@ -175,19 +182,21 @@ def _create_venv(venv: Path) -> None:
         logger.info("creating the Synapse venv at %s", venv)
         subprocess.run([_base_python(), "-m", "venv", str(venv)], check=True)
     logger.info("installing matrix-synapse==%s into %s", SYNAPSE_VERSION, venv)
-    subprocess.run(
-        [
-            str(venv / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            f"matrix-synapse[saml2,url-preview]=={SYNAPSE_VERSION}",
-            "psycopg2-binary",
-        ],
-        check=True,
+    _pip_install(
+        venv,
+        f"matrix-synapse[saml2,url-preview]=={SYNAPSE_VERSION}",
+        "psycopg2-binary",
+        *SYNAPSE_S3_STORAGE_PROVIDER_DEPS,
     )
+    # Without its declared dependencies: they include psycopg2 from source (for its upload
+    # script only), which needs a compiler and libpq headers.
+    _pip_install(venv, "--no-deps", SYNAPSE_S3_STORAGE_PROVIDER)
+
+
+def _pip_install(venv: Path, *args: str) -> None:
+    """Install `args` into the venv with its pip."""
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args], check=True)
 
 
 _VENV_CACHE: dict[Path, Path] = {}
