@@ -180,7 +180,7 @@ def test_create_backup_while_synapse_serves(server: Server) -> None:
     server.backup_id = results["id"]
     assert results["server-name"] == SERVER_NAME
     assert results["database"] == "sqlite"
-    assert set(results["contents"].split(",")) == {"identity", "media_store", "sqlite-database"}
+    assert set(results["contents"].split(",")) == {"identity", "media_store", "appservices", "sqlite-database"}
     assert int(results["size"]) > 9 * 1024 * 1024  # the media is in it
     assert server.driver.starts == starts and server.driver.process.is_alive()  # Synapse kept serving
     assert harness.is_healthy()
