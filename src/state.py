@@ -32,7 +32,7 @@ MAX_UPLOAD_BYTES = 2**53 - 1
 MAX_SIZE_DIGITS = 20  # more is certainly above MAX_UPLOAD_BYTES (and int() refuses over 4300 digits)
 # A SAML attribute name: a simple name or a URN/URI such as urn:oid:0.9.2342.19200300.100.1.1.
 _SAML_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:/#-]{1,256}")
-_SECRET_ID = re.compile(r"(secret:(//[A-Za-z0-9-]{1,64}/)?)?[a-z0-9]{20}")
+_BACKUP_SECRET_ID = re.compile(r"(secret:(//[A-Za-z0-9-]{1,64}/)?)?[a-z0-9]{20}")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REGISTRATION_MODES = ("disabled", "token", "open")
 
@@ -173,10 +173,10 @@ class CharmConfig(ServerOptions):
 
     @field_validator("backup_passphrase", mode="before")
     @classmethod
-    def _secret_id(cls, value: object) -> str:
+    def _backup_passphrase_id(cls, value: object) -> str:
         """Empty, or a Juju secret ID (secret:<id> or secret://<model>/<id>)."""
         text = str(value or "").strip()
-        if text and not _SECRET_ID.fullmatch(text):
+        if text and not _BACKUP_SECRET_ID.fullmatch(text):
             raise ValueError(f"{text!r} is not a Juju secret ID such as secret:cs1bhhl2ug2c78e8erh0")
         return text
 
