@@ -1,5 +1,6 @@
 """Our charms.synapse.v1.matrix_auth library on its own: a minimal provider and a bridge, in two contexts."""
 
+import base64
 import dataclasses
 import typing
 
@@ -75,9 +76,12 @@ def secret_by_label(state: testing.State, label: str) -> testing.Secret:
 
 def test_encrypt_then_decrypt_gives_the_text_back() -> None:
     key = lib.generate_encryption_key()
-    token = lib.encrypt_string(key, SecretStr("id: irc\n"))
-    assert "irc" not in token
-    assert lib.decrypt_string(key, token) == "id: irc\n"
+    text = "id: irc-bridge\nas_token: plain-text-registration-token\n"
+    token = lib.encrypt_string(key, SecretStr(text))
+    # A long plaintext cannot appear in the random-looking token by chance (a short one can).
+    assert "plain-text-registration-token" not in token
+    assert base64.urlsafe_b64encode(text.encode()).decode()[:24] not in token
+    assert lib.decrypt_string(key, token) == text
 
 
 def test_decrypt_with_another_key_or_garbage_is_a_matrix_auth_error() -> None:
