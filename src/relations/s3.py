@@ -25,6 +25,24 @@ logger = logging.getLogger(__name__)
 MAX_BUCKET_LENGTH = 63
 
 
+class GuardedS3Requirer(S3Requirer):
+    """object-storage-charmlib's requirer, reading unreadable provider data as absent.
+
+    The library json-decodes every value the provider sent, in its own relation-changed
+    handler, and lets a ValueError other than a JSON syntax error escape (an integer of more
+    than 4300 digits): that would crash the hook. Our own parser (`parse_connection`) then
+    names the bad key in a Blocked status.
+    """
+
+    def get_storage_connection_info(self, relation: ops.Relation | None = None):  # type: ignore[no-untyped-def,override]
+        """The library's view of the provider's data; empty when it cannot be decoded."""
+        try:
+            return super().get_storage_connection_info(relation)  # type: ignore[call-overload]
+        except ValueError as exc:
+            logger.warning("the %s relation's data cannot be decoded: %s", self.relation_name, exc)
+            return {}
+
+
 def requested_bucket(app_name: str, endpoint: str) -> str:
     """The bucket we ask for: `<app>-<endpoint>`, a valid S3 bucket name."""
     name = f"{app_name}-{endpoint}".lower()[:MAX_BUCKET_LENGTH].strip("-.")
@@ -76,7 +94,7 @@ class S3Requires:
     def __init__(self, charm: ops.CharmBase, endpoint: str):
         self.charm = charm
         self.endpoint = endpoint
-        self.requirer = S3Requirer(charm, endpoint, bucket=requested_bucket(charm.app.name, endpoint))
+        self.requirer = GuardedS3Requirer(charm, endpoint, bucket=requested_bucket(charm.app.name, endpoint))
 
     @property
     def relation(self) -> ops.Relation | None:
