@@ -48,7 +48,7 @@ from state import CharmState, InvalidStateError, S3Connection
 from user_actions import ActionContext, UserActions
 from workload.saml import check_saml_support
 from workload.service import MEDIA_PROVIDER_MODULE, Workload
-from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
+from workload.synapse_api import SynapseAnswerError, SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -376,8 +376,10 @@ class SynapseCharm(ops.CharmBase):
             version = SynapseClient(timeout=2).version()
         except (SynapseUnavailableError, SynapseAPIError):
             return
-        if version:
-            self.unit.set_workload_version(version)
+        except SynapseAnswerError as exc:
+            logger.warning("not recording the workload version: %s", exc)
+            return
+        self.unit.set_workload_version(version)
 
     def _is_ready(self) -> bool:
         """Whether Synapse runs and its Pebble ready check has passed since it last failed.

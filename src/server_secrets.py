@@ -14,7 +14,7 @@ import ops
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from constants import PEER_RELATION, PEER_SECRET_ID_KEY, SECRET_LABEL
-from state import InvalidStateError
+from state import InvalidStateError, quote_value
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,16 @@ def _leader_secret(charm: ops.CharmBase) -> ops.Secret:
             return charm.model.get_secret(id=published_id, label=SECRET_LABEL)
         except ops.SecretNotFoundError:
             raise InvalidStateError(
-                f"the Juju secret {published_id} with the server's signing key is gone; a new key would change "
-                "the server's identity, so restore the secret (or redeploy)"
+                f"the Juju secret {quote_value(published_id)} with the server's signing key is gone; a new key "
+                "would change the server's identity, so restore the secret (or redeploy)"
+            ) from None
+        except ops.ModelError as exc:
+            logger.error("cannot read the server secret %s named in peer data: %s", published_id, exc)
+            raise InvalidStateError(
+                f"the Juju secret {quote_value(published_id)} named in peer data ({PEER_SECRET_ID_KEY}) cannot be read "
+                "by this "
+                "application; a new key would change the server's identity, so restore the secret it held and "
+                "point the peer data at it (or redeploy)"
             ) from None
     try:
         return charm.model.get_secret(label=SECRET_LABEL)

@@ -22,17 +22,17 @@ from routing import ProxyRelations, Routing, RoutingError, resolve_routing
 
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _PORT = re.compile(r"[0-9]{1,5}")
-_SIZE = re.compile(r"[1-9][0-9]*[KMGT]?")
+_SIZE = re.compile(r"([1-9][0-9]{0,15})([KMGT]?)")
 # RFC 3986 characters (unreserved, reserved and percent-escapes), nothing else.
 _URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+")
 MAX_URL_LENGTH = 2048
 SIZE_FACTORS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 # The largest size clients can handle exactly (JSON numbers are IEEE doubles): 8 PiB - 1 byte.
 MAX_UPLOAD_BYTES = 2**53 - 1
-MAX_SIZE_DIGITS = 20  # more is certainly above MAX_UPLOAD_BYTES (and int() refuses over 4300 digits)
 # A SAML attribute name: a simple name or a URN/URI such as urn:oid:0.9.2342.19200300.100.1.1.
 _SAML_ATTRIBUTE = re.compile(r"[A-Za-z0-9_.:/#-]{1,256}")
 _BACKUP_SECRET_ID = re.compile(r"(secret:(//[A-Za-z0-9-]{1,64}/)?)?[a-z0-9]{20}")
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 REGISTRATION_MODES = ("disabled", "token", "open")
 
@@ -41,21 +41,65 @@ class InvalidStateError(Exception):
     """Input the charm cannot act on; the message is shown to the operator as is."""
 
 
+def quote_value(value: object, limit: int = 64) -> str:
+    """`value` quoted for a status message, cut to about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def _check_port(port: str) -> None:
     """Raise ValueError unless `port` is a TCP port number."""
     if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{port!r} is not a port number (1-65535)")
+        raise ValueError(f"{quote_value(port)} is not a port number (1-65535)")
+
+
+def validate_ipv6(address: str) -> str:
+    """Return `address` lower-cased if it is an IPv6 address Synapse accepts, or raise ValueError.
+
+    Python's ipaddress also reads a scope (`fe80::1%eth0`), which Synapse's parser (netaddr)
+    refuses in a server name or an IP range, and which means nothing off this host.
+    """
+    if "%" in address:
+        raise ValueError(f"{quote_value(address)} has a scope (%...): use an address without one")
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        raise ValueError(f"{quote_value(address)} is not an IPv6 address") from None
+    return address.lower()
+
+
+def validate_network(item: str) -> str:
+    """An IPv4/IPv6 CIDR (or address) normalised as Synapse's netaddr reads it, or ValueError."""
+    try:
+        if "%" in item:
+            raise ValueError(item)
+        return str(ipaddress.ip_network(item, strict=False))
+    except ValueError:
+        raise ValueError(f"{quote_value(item)} is not an IPv4/IPv6 CIDR such as 10.0.0.0/8") from None
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as 50M (K, M, G, T are powers of 1024), as Synapse reads it; ValueError otherwise."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"{quote_value(text)} is not a size such as 50M (digits, then K, M, G or T)")
+    size = int(match[1]) * _SIZE_UNITS[match[2]]
+    if size > MAX_UPLOAD_BYTES:
+        raise ValueError(
+            f"{quote_value(text)} is too large: at most {MAX_UPLOAD_BYTES // 1024**4}T ({MAX_UPLOAD_BYTES} bytes)"
+        )
+    return size
 
 
 def validate_hostname(name: str) -> str:
     """Return `name` lower-cased if it is a DNS name, or raise ValueError."""
     if not name or len(name) > 253:
-        raise ValueError(f"{name!r} is not a valid host name")
+        raise ValueError(f"{quote_value(name)} is not a valid host name")
     labels = name.rstrip(".").split(".") if name != "." else [""]
     if not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        raise ValueError(f"{name!r} is not a valid host name")
+        raise ValueError(f"{quote_value(name)} is not a valid host name")
     if len(labels) > 1 and labels[-1].isdigit():
-        raise ValueError(f"{name!r} is not a valid host name (numeric top-level domain)")
+        raise ValueError(f"{quote_value(name)} is not a valid host name (numeric top-level domain)")
     return name.rstrip(".").lower()
 
 
@@ -69,15 +113,14 @@ def validate_server_name(name: str) -> str:
     if name.startswith("["):
         host, sep, rest = name[1:].partition("]")
         if not sep:
-            raise ValueError(f"{name!r}: missing ']' after the IPv6 address")
+            raise ValueError(f"{quote_value(name)}: missing ']' after the IPv6 address")
         try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{name!r}: {host!r} is not an IPv6 address") from None
-        host = f"[{host.lower()}]"
+            host = f"[{validate_ipv6(host)}]"
+        except ValueError as exc:
+            raise ValueError(f"{quote_value(name)}: {exc}") from None
         if rest:
             if not rest.startswith(":"):
-                raise ValueError(f"{name!r}: unexpected text after the IPv6 address")
+                raise ValueError(f"{quote_value(name)}: unexpected text after the IPv6 address")
             _check_port(rest[1:])
             return f"{host}{rest}"
         return host
@@ -88,7 +131,7 @@ def validate_server_name(name: str) -> str:
         try:
             ipaddress.IPv4Address(host)
         except ValueError:
-            raise ValueError(f"{name!r}: {host!r} is not an IPv4 address") from None
+            raise ValueError(f"{quote_value(name)}: {quote_value(host)} is not an IPv4 address") from None
     else:
         host = validate_hostname(host)
     return f"{host}:{port}" if sep else host
@@ -112,16 +155,16 @@ def parse_public_url(value: str) -> str:
     value = value.strip()
     if len(value) > MAX_URL_LENGTH or not _URL_CHARS.fullmatch(value):
         raise ValueError(
-            f"{value!r} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters (percent-encode others)"
+            f"{quote_value(value)} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters (percent-encode others)"
         )
     try:
         parts = urlsplit(value)
     except ValueError:
-        raise ValueError(f"{value!r} is not a URL") from None
+        raise ValueError(f"{quote_value(value)} is not a URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} must be an http:// or https:// URL with a host")
+        raise ValueError(f"{quote_value(value)} must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"{value!r} must not have credentials, a query or a fragment")
+        raise ValueError(f"{quote_value(value)} must not have credentials, a query or a fragment")
     host = parts.netloc.rpartition("@")[2]
     validate_server_name(host)
     return value if value.endswith("/") else value + "/"
@@ -199,12 +242,11 @@ class CharmConfig(ServerOptions):
     @field_validator("max_upload_size", mode="before")
     @classmethod
     def _size(cls, value: object) -> str:
-        """A byte size with an optional K/M/G/T suffix, as Synapse parses it."""
-        text = str(value).strip().upper()
-        if not _SIZE.fullmatch(text):
-            raise ValueError(f"{value!r} is not a size such as 50M (digits, then K, M, G or T)")
-        if len(text) > MAX_SIZE_DIGITS or size_in_bytes(text) > MAX_UPLOAD_BYTES:
-            raise ValueError(f"{text[:40]!r} is larger than {MAX_UPLOAD_BYTES} bytes (8191T)")
+        """A byte size with an optional K/M/G/T suffix, as Synapse parses it, of at most MAX_UPLOAD_BYTES."""
+        if not isinstance(value, str):
+            raise ValueError("must be a string such as 50M")
+        text = value.strip().upper()
+        parse_size(text)
         return text
 
     @field_validator("federation_domain_whitelist", "trusted_key_servers", mode="before")
@@ -221,13 +263,7 @@ class CharmConfig(ServerOptions):
         """Comma-separated IPv4/IPv6 CIDRs, normalised."""
         if not isinstance(value, str):
             raise ValueError("must be a comma-separated string")
-        networks = []
-        for item in split_list(value):
-            try:
-                networks.append(str(ipaddress.ip_network(item, strict=False)))
-            except ValueError:
-                raise ValueError(f"{item!r} is not an IPv4/IPv6 CIDR such as 10.0.0.0/8") from None
-        return tuple(dict.fromkeys(networks))
+        return tuple(dict.fromkeys(validate_network(item) for item in split_list(value)))
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -235,7 +271,7 @@ class CharmConfig(ServerOptions):
         """One of Python's logging level names."""
         text = str(value).strip().upper()
         if text not in LOG_LEVELS:
-            raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+            raise ValueError(f"{quote_value(value)} is not one of {', '.join(LOG_LEVELS)}")
         return text
 
     @field_validator("registration", mode="before")
@@ -244,7 +280,7 @@ class CharmConfig(ServerOptions):
         """One of the registration modes."""
         text = str(value).strip().lower()
         if text not in REGISTRATION_MODES:
-            raise ValueError(f"{value!r} is not one of {', '.join(REGISTRATION_MODES)}")
+            raise ValueError(f"{quote_value(value)} is not one of {', '.join(REGISTRATION_MODES)}")
         return text
 
     @field_validator("notif_from", mode="before")

@@ -20,15 +20,27 @@ import ops
 from state import InvalidStateError
 from users import localpart, user_id
 from workload.admin import AdminAPI, user_path
-from workload.synapse_api import SynapseAPIError, SynapseClient, SynapseUnavailableError
+from workload.synapse_api import (
+    RegistrationToken,
+    RegistrationTokens,
+    SynapseAnswerError,
+    SynapseAPIError,
+    SynapseClient,
+    SynapseUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
 PASSWORD_BYTES = 24
 MAX_PASSWORD_LENGTH = 512
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,64}")
-_DURATION_PART = re.compile(r"([0-9]+)([smhdw])")
+_DURATION_PART = re.compile(r"([0-9]{1,12})([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A token expires at most this far ahead (Synapse stores the time in ms; Python's datetime
+# ends in year 9999).
+MAX_EXPIRY = datetime.timedelta(days=100 * 365)
+# Synapse stores uses_allowed in an SQL INT column.
+MAX_USES_ALLOWED = 2**31 - 1
 
 
 class ActionError(Exception):
@@ -51,11 +63,14 @@ class ActionContext:
 def parse_duration(text: str) -> datetime.timedelta:
     """A duration such as 30m, 12h, 7d, 2w or 1d12h; ActionError otherwise."""
     compact = text.strip().lower().replace(" ", "")
+    shown = repr(text) if len(text) <= 40 else repr(text[:36]) + "..."
     if not compact or _DURATION_PART.sub("", compact):
-        raise ActionError(f"expiry {text!r} is not a duration such as 30m, 12h, 7d or 2w")
+        raise ActionError(f"expiry {shown} is not a duration such as 30m, 12h, 7d or 2w")
     seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(compact))
     if seconds <= 0:
-        raise ActionError(f"expiry {text!r} must be longer than zero")
+        raise ActionError(f"expiry {shown} must be longer than zero")
+    if seconds > MAX_EXPIRY.total_seconds():
+        raise ActionError(f"expiry {shown} is too long: at most {MAX_EXPIRY.days}d")
     return datetime.timedelta(seconds=seconds)
 
 
@@ -121,6 +136,9 @@ class UserActions(ops.Object):
             event.fail(f"Synapse refused: {exc.error} ({exc.errcode})")
         except SynapseUnavailableError:
             event.fail("Synapse did not answer; retry once the unit is active")
+        except SynapseAnswerError as exc:
+            logger.error("%s", exc)
+            event.fail(f"{exc}; check Synapse's logs (`juju debug-log`) and retry")
 
     def _ready(self) -> ActionContext:
         """What is needed to call Synapse; ActionError saying why it cannot be called yet."""
@@ -205,8 +223,8 @@ class UserActions(ops.Object):
             body["token"] = _valid_token(token)
         uses = event.params.get("uses-allowed")
         if uses is not None:
-            if isinstance(uses, bool) or not isinstance(uses, int) or uses < 1:
-                raise ActionError("uses-allowed must be a whole number of at least 1")
+            if isinstance(uses, bool) or not isinstance(uses, int) or not 1 <= uses <= MAX_USES_ALLOWED:
+                raise ActionError(f"uses-allowed must be a whole number from 1 to {MAX_USES_ALLOWED}")
             body["uses_allowed"] = uses
         expiry = event.params.get("expiry")
         if expiry:
@@ -214,31 +232,30 @@ class UserActions(ops.Object):
             body["expiry_time"] = int(expires_at.timestamp() * 1000)
         admin = self._ready().admin(self.charm.model)
         try:
-            answer = admin.request("POST", "/_synapse/admin/v1/registration_tokens/new", body)
+            answer = admin.call(RegistrationToken, "POST", "/_synapse/admin/v1/registration_tokens/new", body)
         except SynapseAPIError as exc:
             if exc.status == 400 and "token" in body:
                 raise ActionError(f"registration token {body['token']!r} cannot be created: {exc.error}") from None
             raise
         return {
-            "token": str(answer["token"]),
-            "uses-allowed": "unlimited" if answer.get("uses_allowed") is None else str(answer["uses_allowed"]),
-            "expiry": _iso(answer.get("expiry_time")),
+            "token": answer.token,
+            "uses-allowed": "unlimited" if answer.uses_allowed is None else str(answer.uses_allowed),
+            "expiry": _iso(answer.expiry_time),
         }
 
     def _list_tokens(self, event: ops.ActionEvent) -> dict[str, str]:
         """The valid registration tokens, with their uses and expiry."""
-        answer = (
-            self._ready().admin(self.charm.model).request("GET", "/_synapse/admin/v1/registration_tokens?valid=true")
-        )
+        admin = self._ready().admin(self.charm.model)
+        answer = admin.call(RegistrationTokens, "GET", "/_synapse/admin/v1/registration_tokens?valid=true")
         tokens = [
             {
-                "token": item["token"],
-                "uses-allowed": "unlimited" if item.get("uses_allowed") is None else item["uses_allowed"],
-                "pending": item.get("pending", 0),
-                "completed": item.get("completed", 0),
-                "expiry": _iso(item.get("expiry_time")),
+                "token": item.token,
+                "uses-allowed": "unlimited" if item.uses_allowed is None else item.uses_allowed,
+                "pending": item.pending,
+                "completed": item.completed,
+                "expiry": _iso(item.expiry_time),
             }
-            for item in answer.get("registration_tokens", [])
+            for item in answer.registration_tokens
         ]
         return {"count": str(len(tokens)), "tokens": json.dumps(tokens)}
 

@@ -245,7 +245,8 @@ json_values = st.recursive(
 
 def json_objects_like(keys: typing.Sequence[str]) -> st.SearchStrategy[dict[str, typing.Any]]:
     """JSON objects with some of `keys` (any value types) and maybe others."""
-    return st.dictionaries(st.sampled_from(list(keys)) | st.text(max_size=8), json_values, max_size=len(keys) + 2)
+    names = st.one_of(st.sampled_from(list(keys)), st.text(max_size=8)) if keys else st.text(max_size=8)
+    return st.dictionaries(names, json_values, max_size=len(keys) + 2)
 
 
 def mangled_json(keys: typing.Sequence[str]) -> st.SearchStrategy[bytes]:

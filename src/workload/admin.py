@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from constants import ADMIN_LOCALPART, ADMIN_SECRET_LABEL
 from users import user_id
-from workload.synapse_api import SynapseAPIError, SynapseClient
+from workload.synapse_api import Answer, AnswerT, SynapseAPIError, SynapseClient
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ class AdminCredentials(BaseModel):
         """Parse Juju secret content; None if it is unusable (the account is then re-created)."""
         try:
             return cls.model_validate({key.replace("-", "_"): value for key, value in content.items()})
-        except ValidationError:
+        except ValidationError as exc:
+            fields = ", ".join(str(error["loc"][0]) for error in exc.errors() if error["loc"])
+            logger.warning("the charm's admin credentials secret is unusable (%s); creating a new account", fields)
             return None
 
 
@@ -101,9 +103,7 @@ class AdminAPI:
                     continue
                 raise
             logger.info("created the charm's admin account %s", user_id(localpart, self.server_name))
-            return AdminCredentials(
-                user_id=str(answer["user_id"]), password=password, access_token=str(answer["access_token"])
-            )
+            return AdminCredentials(user_id=answer.user_id, password=password, access_token=answer.access_token)
         raise SynapseAPIError(400, "M_USER_IN_USE", "no free name for the charm's admin account")
 
     def _renew(self, stale: AdminCredentials | None) -> AdminCredentials:
@@ -112,7 +112,7 @@ class AdminAPI:
         if stale is not None:
             try:
                 answer = self.client.login(stale.user_id, stale.password)
-                credentials = stale.model_copy(update={"access_token": str(answer["access_token"])})
+                credentials = stale.model_copy(update={"access_token": answer.access_token})
             except SynapseAPIError as exc:
                 # Only a refused password or a deactivated account justify a new account; a rate
                 # limit or a server error must not orphan the stored one.
@@ -123,18 +123,22 @@ class AdminAPI:
         self._save(credentials)
         return credentials
 
-    def request(self, method: str, path: str, body: dict[str, typing.Any] | None = None) -> dict[str, typing.Any]:
-        """An admin API call; the token is created or renewed transparently, once."""
+    def call(self, model: type[AnswerT], method: str, path: str, body: dict[str, typing.Any] | None = None) -> AnswerT:
+        """An admin API call whose answer must be `model`; the token is created or renewed transparently, once."""
         credentials = self._load()
         if credentials is None:
             credentials = self._renew(None)
         try:
-            return self.client.request(method, path, body, access_token=credentials.access_token)
+            return self.client.call(model, method, path, body, access_token=credentials.access_token)
         except SynapseAPIError as exc:
             if exc.errcode not in TOKEN_REJECTED:
                 raise
         credentials = self._renew(credentials)
-        return self.client.request(method, path, body, access_token=credentials.access_token)
+        return self.client.call(model, method, path, body, access_token=credentials.access_token)
+
+    def request(self, method: str, path: str, body: dict[str, typing.Any] | None = None) -> dict[str, typing.Any]:
+        """An admin API call answered by any JSON object (returned as is)."""
+        return dict(self.call(Answer, method, path, body).model_extra or {})
 
     def get_user(self, uid: str) -> dict[str, typing.Any] | None:
         """The admin API's view of a user, None if it does not exist."""

@@ -150,7 +150,7 @@ class FakeSynapse:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = _serve  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815
 
         return Handler
 

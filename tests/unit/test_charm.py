@@ -598,7 +598,10 @@ def test_register_refused_by_synapse(env: CharmEnv, fake_synapse: FakeSynapse) -
 def test_register_when_synapse_answers_garbage(env: CharmEnv, fake_synapse: FakeSynapse) -> None:
     state = env.ready(env.started())
     fake_synapse.script("GET", "/_synapse/admin/v1/register", 200, "<html>maintenance</html>", content_type="text/html")
-    assert register(env, state, username="alice") == "Synapse did not answer; retry once the unit is active"
+    assert register(env, state, username="alice") == (
+        "Synapse's answer to GET /_synapse/admin/v1/register is not JSON; check Synapse's logs (`juju debug-log`) "
+        "and retry"
+    )
 
 
 # --- one main process: only the recorded main unit runs Synapse (src/main_unit.py) ----------

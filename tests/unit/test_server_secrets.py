@@ -2,16 +2,20 @@
 
 import base64
 import dataclasses
+import json
 import re
 
 import ops
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from ops import testing
 
 from constants import (
     FORM_SECRET_PATH,
     MACAROON_SECRET_PATH,
     PEER_MAIN_UNIT_KEY,
+    PEER_DATABASE_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
     REGISTRATION_SECRET_PATH,
@@ -20,6 +24,7 @@ from constants import (
 )
 from server_secrets import ServerSecrets, generate_signing_key
 from state import InvalidStateError
+from tests import strategies
 from tests.unit.conftest import CharmEnv
 
 SECRET_FILES = (SIGNING_KEY_PATH, REGISTRATION_SECRET_PATH, MACAROON_SECRET_PATH, FORM_SECRET_PATH)
@@ -255,3 +260,74 @@ def test_new_leader_blocks_when_the_published_secret_is_gone(env: CharmEnv) -> N
     assert "is gone" in out.unit_status.message
     assert out.secrets == frozenset()  # no new identity minted
     assert not env.host_path(SIGNING_KEY_PATH).exists()
+
+
+def test_new_leader_blocks_when_the_published_secret_cannot_be_read(
+    env: CharmEnv, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A secret ID in peer data that this application may not read (e.g. another app's) blocks, and is logged."""
+    peer = testing.PeerRelation(PEER_RELATION, local_app_data={PEER_SECRET_ID_KEY: "secret:n0taccess1bleb0ut0urs"})
+
+    def refused(self: ops.Model, id: str | None = None, label: str | None = None) -> ops.Secret:
+        raise ops.ModelError(f"ERROR permission denied reading {id}")
+
+    monkeypatch.setattr(ops.Model, "get_secret", refused)
+    out = env.run(env.ctx.on.leader_elected(), env.state(peer=peer))
+
+    assert out.unit_status == ops.BlockedStatus(
+        f"the Juju secret 'secret:n0taccess1bleb0ut0urs' named in peer data ({PEER_SECRET_ID_KEY}) cannot be read by "
+        "this application; a new key would change the server's identity, so restore the secret it held and point "
+        "the peer data at it (or redeploy)"
+    )
+    assert out.secrets == frozenset()
+    assert "permission denied" in caplog.text
+
+
+SECRET_KEYS = ("signing-key", "registration-shared-secret", "macaroon-secret-key", "form-secret")
+
+
+@given(
+    content=st.dictionaries(
+        st.sampled_from(SECRET_KEYS) | st.text(min_size=1, max_size=10),
+        st.one_of(strategies.texts, st.just(generate_signing_key())),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_server_secret_content_runs_or_blocks(env: CharmEnv, content: dict[str, str]) -> None:
+    secret = testing.Secret(content, label=SECRET_LABEL, owner="app")
+
+    out = env.run(env.ctx.on.config_changed(), env.state(secrets={secret}))
+
+    try:
+        ServerSecrets.from_content(content)
+    except InvalidStateError as exc:
+        assert out.unit_status == ops.BlockedStatus(str(exc))
+    else:
+        assert not isinstance(out.unit_status, ops.BlockedStatus)
+
+
+@given(
+    peer_data=st.dictionaries(
+        st.sampled_from([PEER_SECRET_ID_KEY, PEER_DATABASE_KEY]) | st.text(min_size=1, max_size=10),
+        st.one_of(
+            strategies.texts,
+            st.sampled_from(["secret:doesnotexist00000", "secret:", "garbage", '{"source": 1}', "{}"]),
+            strategies.json_values.map(json.dumps),
+        ),
+        max_size=3,
+    ),
+    leader=st.booleans(),
+)
+def test_any_peer_data_ends_in_a_status(env: CharmEnv, peer_data: dict[str, str], leader: bool) -> None:
+    peer = testing.PeerRelation(PEER_RELATION, local_app_data=peer_data)
+
+    out = env.run(env.ctx.on.config_changed(), env.state(leader=leader, peer=peer))
+
+    published = peer_data.get(PEER_SECRET_ID_KEY)
+    if leader and published:  # no such secret exists here: never a new identity
+        assert isinstance(out.unit_status, ops.BlockedStatus)
+        assert len(out.unit_status.message) < 400
+        assert out.secrets == frozenset()
+    else:
+        assert isinstance(out.unit_status, ops.ActiveStatus | ops.WaitingStatus | ops.MaintenanceStatus)

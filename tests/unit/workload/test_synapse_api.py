@@ -1,14 +1,28 @@
 """The HTTP client for the unit's own Synapse (src/workload/synapse_api.py), against a loopback server."""
 
 import time
+import typing
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from constants import SYNAPSE_VERSION
+from tests import strategies
 from tests.unit.conftest import FakeSynapse, closed_port, synapse_mac
-from workload.synapse_api import LOCAL_URL, SynapseAPIError, SynapseClient, SynapseUnavailableError
+from workload import synapse_api
+from workload.synapse_api import (
+    LOCAL_URL,
+    SessionAnswer,
+    SynapseAnswerError,
+    SynapseAPIError,
+    SynapseClient,
+    SynapseUnavailableError,
+)
 
 REGISTER = "/_synapse/admin/v1/register"
+# The keys of the answers the client reads.
+KEYS = ("server", "version", "nonce", "user_id", "access_token", "errcode", "error")
 
 
 @pytest.fixture
@@ -30,16 +44,21 @@ def test_version(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
     assert request.body == b""
 
 
-def test_version_missing_from_answer(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
-    fake_synapse.script("GET", "/_matrix/federation/v1/version", 200, "{}")
-    assert client.version() == ""
+@pytest.mark.parametrize(
+    "body",
+    ["{}", '{"server": null}', '{"server": "Synapse"}', '{"server": {"version": 1163}}', '{"server": {"version": ""}}'],
+)
+def test_version_missing_from_answer(client: SynapseClient, fake_synapse: FakeSynapse, body: str) -> None:
+    fake_synapse.script("GET", "/_matrix/federation/v1/version", 200, body)
+    with pytest.raises(SynapseAnswerError, match=r"GET /_matrix/federation/v1/version is unusable: server"):
+        client.version()
 
 
 @pytest.mark.parametrize("admin", [False, True])
 def test_register_sends_the_mac_synapse_computes(client: SynapseClient, fake_synapse: FakeSynapse, admin: bool) -> None:
     answer = client.register(fake_synapse.shared_secret, "alice", "pässword\u2028", admin)
 
-    assert answer["user_id"] == "@alice:example.com"
+    assert answer.user_id == "@alice:example.com"
     assert fake_synapse.users["@alice:example.com"] == ("pässword\u2028", admin)
     assert fake_synapse.paths() == [("GET", REGISTER), ("POST", REGISTER)]
     post = fake_synapse.requests[1]
@@ -77,9 +96,9 @@ def test_login_and_authenticated_request(client: SynapseClient, fake_synapse: Fa
         "identifier": {"type": "m.id.user", "user": "@bob:example.com"},
         "password": "hunter2",
     }
-    whoami = client.request("GET", "/_matrix/client/v3/account/whoami", access_token=login["access_token"])
+    whoami = client.request("GET", "/_matrix/client/v3/account/whoami", access_token=login.access_token)
     assert whoami == {"user_id": "@bob:example.com"}
-    assert fake_synapse.requests[-1].headers["Authorization"] == f"Bearer {login['access_token']}"
+    assert fake_synapse.requests[-1].headers["Authorization"] == f"Bearer {login.access_token}"
 
 
 def test_login_wrong_password(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
@@ -95,16 +114,68 @@ def test_unknown_token(client: SynapseClient) -> None:
     assert (excinfo.value.status, excinfo.value.errcode) == (401, "M_UNKNOWN_TOKEN")
 
 
-def test_non_json_answer_is_unavailable(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
+def test_non_json_answer_is_an_answer_error(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
     fake_synapse.script("GET", REGISTER, 200, "<html>proxy says hello</html>", content_type="text/html")
-    with pytest.raises(SynapseUnavailableError, match="not JSON"):
+    with pytest.raises(SynapseAnswerError, match="not JSON"):
         client.register(fake_synapse.shared_secret, "alice", "pw", False)
     assert fake_synapse.paths() == [("GET", REGISTER)]
 
 
-def test_json_that_is_not_an_object(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
-    fake_synapse.script("GET", "/list", 200, "[1, 2]")
-    assert client.request("GET", "/list") == {"value": [1, 2]}
+@pytest.mark.parametrize("body", [b"[1, 2]", b"null", b"3", b'"text"'])
+def test_json_that_is_not_an_object(client: SynapseClient, fake_synapse: FakeSynapse, body: bytes) -> None:
+    fake_synapse.script("GET", "/list", 200, body)
+    with pytest.raises(SynapseAnswerError, match="not a JSON object"):
+        client.request("GET", "/list")
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", b'{"a": "\xc3"}', b"[" * 100_000, b"{", b"NaN-ish"])
+def test_bodies_that_are_not_utf8_json(client: SynapseClient, fake_synapse: FakeSynapse, body: bytes) -> None:
+    fake_synapse.script("GET", "/garbage", 200, body)
+    with pytest.raises(SynapseAnswerError, match="GET /garbage is not JSON"):
+        client.request("GET", "/garbage")
+
+
+def test_oversized_answer(client: SynapseClient, fake_synapse: FakeSynapse, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synapse_api, "MAX_ANSWER_BYTES", 10)
+    fake_synapse.script("GET", "/big", 200, b'{"a": "0123456789"}')
+    with pytest.raises(SynapseAnswerError, match="larger than 10 bytes"):
+        client.request("GET", "/big")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff", b'{"errcode": 5, "error": ["x"]}', b'{"errcode": null}', b"[" * 100_000, b'"M_FORBIDDEN"'],
+)
+def test_matrix_error_of_any_shape(client: SynapseClient, fake_synapse: FakeSynapse, body: bytes) -> None:
+    fake_synapse.script("GET", "/refused", 403, body)
+    with pytest.raises(SynapseAPIError) as excinfo:
+        client.request("GET", "/refused")
+    assert (excinfo.value.status, excinfo.value.errcode, excinfo.value.error) == (403, "M_UNKNOWN", "Forbidden")
+
+
+@pytest.mark.parametrize(
+    ("path", "call"),
+    [
+        ("/_matrix/federation/v1/version", lambda client: client.version()),
+        (REGISTER, lambda client: client.register("secret", "alice", "pw", False)),
+        ("/_matrix/client/v3/login", lambda client: client.login("@alice:example.com", "pw")),
+    ],
+)
+@given(status=st.sampled_from([200, 201, 400, 401, 403, 404, 429, 500, 502]), body=strategies.mangled_json(KEYS))
+def test_any_answer_is_a_typed_error_or_a_typed_answer(
+    fake_synapse: FakeSynapse,
+    path: str,
+    call: typing.Callable[[SynapseClient], object],
+    status: int,
+    body: bytes,
+) -> None:
+    fake_synapse.script("GET" if path != "/_matrix/client/v3/login" else "POST", path, status, body)
+    client = SynapseClient(fake_synapse.url, timeout=5)
+    try:
+        answer = call(client)
+    except (SynapseAPIError, SynapseAnswerError):
+        return
+    assert isinstance(answer, str | SessionAnswer)
 
 
 def test_empty_answer(client: SynapseClient, fake_synapse: FakeSynapse) -> None:
