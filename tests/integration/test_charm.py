@@ -97,8 +97,8 @@ async def test_register_user(ops_test: OpsTest) -> None:
     assert len(password) >= 16
     client = SynapseClient(f"http://{await unit_address(ops_test)}:{SYNAPSE_PORT}")
     login = client.login(user, password)
-    assert login["user_id"] == user
-    details = client.request("GET", f"/_synapse/admin/v2/users/{user}", access_token=login["access_token"])
+    assert login.user_id == user
+    details = client.request("GET", f"/_synapse/admin/v2/users/{user}", access_token=login.access_token)
     assert details["admin"] is True
 
 

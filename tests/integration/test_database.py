@@ -64,7 +64,7 @@ async def test_relating_postgresql_ports_the_data(ops_test: OpsTest) -> None:
     assert database["name"] == "psycopg2"
     assert database["args"]["host"]
     client = SynapseClient(f"http://{await unit_address(ops_test)}:{SYNAPSE_PORT}")
-    assert client.login(f"@bob:{SERVER_NAME}", "before-the-switch")["user_id"] == f"@bob:{SERVER_NAME}"
+    assert client.login(f"@bob:{SERVER_NAME}", "before-the-switch").user_id == f"@bob:{SERVER_NAME}"
     assert await container_file_exists(ops_test, SQLITE_PATH)  # the SQLite file is kept
 
 
