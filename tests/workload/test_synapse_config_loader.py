@@ -88,7 +88,7 @@ def test_synapse_loads_every_active_scenario(loaded: dict[str, tuple[str, dict[s
 def test_enough_hostile_configs_are_accepted_to_matter(loaded: dict[str, tuple[str, dict[str, str]]]) -> None:
     accepted = [name for name in loaded if name.startswith("accepted-")]
 
-    assert len(accepted) >= HOSTILE_CONFIGS // 10, len(accepted)
+    assert len(accepted) >= 20, accepted
 
 
 def test_the_loader_refuses_what_synapse_refuses(tmp_path: Path, synapse_venv: Path) -> None:
