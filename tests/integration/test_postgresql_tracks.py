@@ -66,7 +66,7 @@ async def test_runs_on_the_provided_database(ops_test: OpsTest, track: str) -> N
     unit = ops_test.model.applications[app].units[0]
     action = await (await unit.run_action("register-user", username="alice", password="alice-pa55word")).wait()
     assert action.status == "completed", action.message
-    assert (await client(ops_test, app)).login(f"@alice:{app}", "alice-pa55word")["user_id"] == f"@alice:{app}"
+    assert (await client(ops_test, app)).login(f"@alice:{app}", "alice-pa55word").user_id == f"@alice:{app}"
 
 
 @pytest.mark.parametrize("track", TRACKS)
