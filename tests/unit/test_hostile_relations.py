@@ -74,6 +74,10 @@ ENDPOINTS: dict[str, Provider] = {
         },
         secret={"password": "s3cret"},
     ),
+    "logging": Provider(app={}, unit={"endpoint": '{"url": "http://10.1.2.9:3100/loki/api/v1/push"}'}),
+    # We only publish on these two; the remote side's databags are read by nothing of ours.
+    "metrics-endpoint": Provider(app={}),
+    "grafana-dashboard": Provider(app={}),
     "saml": Provider(
         app={
             "entity_id": "https://idp.example.com/metadata",
