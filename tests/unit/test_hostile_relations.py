@@ -36,6 +36,8 @@ class Provider:
     app: dict[str, str]
     unit: dict[str, str] = dataclasses.field(default_factory=dict)
     secret: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Keys a provider may send that the databags above leave out (drawn with any value).
+    other_keys: tuple[str, ...] = ()
 
 
 ENDPOINTS: dict[str, Provider] = {
@@ -78,6 +80,8 @@ ENDPOINTS: dict[str, Provider] = {
     # We only publish on these two; the remote side's databags are read by nothing of ours.
     "metrics-endpoint": Provider(app={}),
     "grafana-dashboard": Provider(app={}),
+    # A bridge's registration is encrypted with a key the charm creates: drawn as any text.
+    "matrix-auth": Provider(app={}, other_keys=("registration_secret",)),
     "saml": Provider(
         app={
             "entity_id": "https://idp.example.com/metadata",
@@ -117,7 +121,7 @@ def test_every_endpoint_is_fuzzed() -> None:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, base: dict[str, str]) -> dict[str, str]:
+def mutated(draw: st.DrawFn, base: dict[str, str], other_keys: tuple[str, ...] = ()) -> dict[str, str]:
     """`base` with each key kept, dropped or replaced by a near miss or any text, plus other keys."""
     result = {}
     for key, value in base.items():
@@ -126,7 +130,8 @@ def mutated(draw: st.DrawFn, base: dict[str, str]) -> dict[str, str]:
             result[key] = value
         elif action == "hostile":
             result[key] = draw(strategies.hostile_string(st.just(value)))
-    extra = st.one_of(st.sampled_from(sorted(base)) if base else st.nothing(), st.text(min_size=1, max_size=8))
+    known = sorted({*base, *other_keys})
+    extra = st.one_of(st.sampled_from(known) if known else st.nothing(), st.text(min_size=1, max_size=8))
     result.update(draw(st.dictionaries(extra, st.one_of(strategies.texts, st.just(SECRET.id)), max_size=2)))
     return result
 
@@ -198,7 +203,7 @@ def test_any_remote_data_ends_in_a_status(
     requested_relation, peer, server_secrets = first_hooks[endpoint]
     relation = dataclasses.replace(
         requested_relation,
-        remote_app_data=data.draw(mutated(provider.app)),
+        remote_app_data=data.draw(mutated(provider.app, provider.other_keys)),
         remote_units_data={0: data.draw(mutated(provider.unit))},
     )
     content = data.draw(mutated(provider.secret)) or {"x": "y"}
