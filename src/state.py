@@ -155,7 +155,8 @@ def parse_public_url(value: str) -> str:
     value = value.strip()
     if len(value) > MAX_URL_LENGTH or not _URL_CHARS.fullmatch(value):
         raise ValueError(
-            f"{quote_value(value)} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters (percent-encode others)"
+            f"{quote_value(value)} is not a URL: use at most {MAX_URL_LENGTH} ASCII URL characters "
+            "(percent-encode others)"
         )
     try:
         parts = urlsplit(value)

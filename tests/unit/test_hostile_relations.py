@@ -90,6 +90,32 @@ ENDPOINTS: dict[str, Provider] = {
             "single_sign_on_service_redirect_url": "https://idp.example.com/sso",
         }
     ),
+    "redis": Provider(app={}, unit={"hostname": "10.1.2.20", "port": "6379"}),
+    "ingress": Provider(app={"ingress": '{"url": "https://matrix.example.com/"}'}),
+    # nginx-ingress-integrator answers nothing the charm reads.
+    "nginx-route": Provider(app={}),
+    "backup": Provider(
+        app={
+            "access-key": "AKIAEXAMPLE",
+            "secret-key": "s3cret",
+            "bucket": "synapse-backups",
+            "endpoint": "https://s3.example.com",
+            "region": "us-east-1",
+            "path": "synapse/",
+            "s3-uri-style": "path",
+            "tls-ca-chain": '["-----BEGIN CERTIFICATE-----\\nMIIB"]',
+        }
+    ),
+    "media": Provider(
+        app={
+            "access-key": "AKIAEXAMPLE",
+            "secret-key": "s3cret",
+            "bucket": "synapse-media",
+            "endpoint": "https://s3.example.com",
+            "region": "us-east-1",
+            "s3-uri-style": "host",
+        }
+    ),
 }
 # What the in-container scripts might print: their answer keys, with any values.
 SCRIPT_KEYS = (

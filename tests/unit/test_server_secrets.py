@@ -14,8 +14,8 @@ from ops import testing
 from constants import (
     FORM_SECRET_PATH,
     MACAROON_SECRET_PATH,
-    PEER_MAIN_UNIT_KEY,
     PEER_DATABASE_KEY,
+    PEER_MAIN_UNIT_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
     REGISTRATION_SECRET_PATH,
