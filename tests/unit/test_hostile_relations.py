@@ -23,7 +23,7 @@ from ops import testing
 
 from tests import strategies
 from tests.unit.conftest import CharmEnv, charm_spec
-from workload import postgres_setup, saml
+from workload import postgres_setup, saml, service
 
 # A granted secret the drawn databags may name; its content is drawn too.
 SECRET = testing.Secret({"password": "s3cret"})
@@ -265,6 +265,8 @@ def test_the_providers_databags_are_accepted(env: CharmEnv, first_hooks: dict[st
         execs={
             testing.Exec(["python", "-c", postgres_setup._PREPARE_SCRIPT], stdout=prepared),
             testing.Exec(["python", "-c", saml._SUPPORT_SCRIPT], stdout=saml_support),
+            # The image has synapse-s3-storage-provider (for the media endpoint).
+            testing.Exec(["python", "-c", service._FIND_MODULE], stdout="found\n"),
         }
     )
     content = ENDPOINTS[endpoint].secret or {"x": "y"}
