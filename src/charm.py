@@ -38,16 +38,18 @@ from relations.logging import LokiPushRequirer
 from relations.matrix_auth import MatrixAuthProvider
 from relations.metrics import MetricsEndpointProvider, scrape_job
 from relations.nginx_route import NginxRouteRequest, NginxRouteRequires, size_in_mebibytes
+from relations.peers import PeerAddresses
 from relations.redis import RedisRequires
 from relations.s3 import S3Requires
 from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
 from routing import ProxyRelations, RoutingError, well_known
 from server_secrets import ensure_server_secrets
-from state import CharmState, InvalidStateError, S3Connection
+from state import CharmState, InvalidStateError, S3Connection, Workers
+from topology import Topology, build_topology
 from user_actions import ActionContext, UserActions
 from workload.saml import check_saml_support
-from workload.service import MEDIA_PROVIDER_MODULE, Workload
+from workload.service import MEDIA_PROVIDER_MODULE, Workload, render_files
 from workload.synapse_api import SynapseAnswerError, SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class SynapseCharm(ops.CharmBase):
         self.database = DatabaseRequires(self, DATABASE_ENDPOINT)
         self.legacy_db = LegacyDatabaseRequires(self, LEGACY_DB_ENDPOINT)
         self.main_unit = MainUnit(self)
+        self.peers = PeerAddresses(self)
         self.redis = RedisRequires(self, REDIS_ENDPOINT)
         self.database_lifecycle = DatabaseLifecycle(
             self, self.workload, self.database, self.legacy_db, main_unit=self.main_unit.recorded
@@ -153,18 +156,49 @@ class SynapseCharm(ops.CharmBase):
         return self._outcome
 
     def _compute_outcome(self) -> Outcome:
-        """What to run; on a unit other than the main, the same files on standby (see `_standby`)."""
+        """What to run here: the main process, a generic worker, or the same files on standby."""
         outcome = self._compute_leader_outcome()
-        if isinstance(outcome, Desired) and not self.main_unit.is_main():
-            return self._standby(outcome)
-        return outcome
+        if not isinstance(outcome, Desired):
+            return outcome
+        try:
+            topology = self._topology(outcome)
+        except InvalidStateError as exc:
+            return Hold(ops.BlockedStatus(str(exc)))
+        if topology is None or not topology.workers:
+            return outcome if self.main_unit.is_main() else self._standby(outcome, topology)
+        state = outcome.state.model_copy(update={"workers": Workers(topology=topology, redis=self._redis_section())})
+        files = render_files(state, outcome.secrets)
+        if topology.role == "standby":
+            return self._standby(Desired(state, outcome.secrets, files), topology)
+        return Desired(state, outcome.secrets, files, role=topology.role)
 
-    def _standby(self, desired: Desired) -> Standby:
-        """A unit other than the main keeps the server's files but runs no Synapse.
+    def _redis_section(self) -> dict[str, str | int | bool]:
+        """Synapse's `redis` section from the redis relation (InvalidStateError: bad data; {}: no answer yet)."""
+        endpoint = self.redis.endpoint()
+        return endpoint.synapse_config() if endpoint is not None else {}
 
-        A second Synapse main process would split the server (SQLite: a second server with the
-        same identity; PostgreSQL: two main processes on one database, which Synapse does not
-        support without workers). The files stay current so a unit that takes over starts at once.
+    def _topology(self, desired: Desired) -> Topology | None:
+        """Where the processes run; None while the main unit or its address is unknown.
+
+        Workers run only with the data in PostgreSQL, Redis answering and the worker
+        replication secret in place; otherwise the main runs alone.
+        """
+        main = self.main_unit.recorded() or (self.unit.name if self.unit.is_leader() else None)
+        if main is None:
+            return None
+        workers_possible = (
+            desired.state.database is not None
+            and desired.secrets.worker_replication_secret is not None
+            and bool(self._redis_section())
+        )
+        return build_topology(self.unit.name, main, self.peers.addresses(), workers_possible)
+
+    def _standby(self, desired: Desired, topology: Topology | None) -> Standby:
+        """A unit that runs no Synapse process keeps the server's files (its nginx sends requests to the main).
+
+        A second main process would split the server (SQLite: a second server with the same
+        identity; PostgreSQL: two main processes on one database). The files stay current so
+        a unit that takes over starts at once.
         """
         gone = self.main_unit.gone()
         if gone is not None and self.database_lifecycle.data_in_postgresql():
@@ -188,12 +222,20 @@ class SynapseCharm(ops.CharmBase):
             )
             if not related
         ]
-        reason = (
-            f"relate {' and '.join(missing)} for workers"
-            if missing
-            else f"workers are not supported yet; scale back with `juju scale-application {self.app.name} 1`"
-        )
-        return Standby(desired.files, ops.BlockedStatus(f"standby: Synapse's main process runs on {main}; {reason}"))
+        if missing:
+            reason = f"relate {' and '.join(missing)} for workers"
+            return Standby(
+                desired.files, ops.BlockedStatus(f"standby: Synapse's main process runs on {main}; {reason}")
+            )
+        if desired.state.database is None:
+            waiting = "the PostgreSQL database to be ready"
+        elif not self._redis_section():
+            waiting = "Redis to answer on the redis relation"
+        elif topology is None:
+            waiting = f"the address of the main unit {main}"
+        else:
+            waiting = "this unit's address on the peer relation"
+        return Standby(desired.files, ops.WaitingStatus(f"standby: waiting for {waiting} before running a worker"))
 
     def _compute_leader_outcome(self) -> Outcome:
         """Parse inputs, fetch the secrets, then ask the database lifecycle; never raises on bad input."""
@@ -266,14 +308,15 @@ class SynapseCharm(ops.CharmBase):
     def _reconcile(self, _: ops.EventBase | None = None) -> None:
         """Bring the workload to the desired state; a no-op when it is there already."""
         self._publish_main_unit()
+        self.peers.publish()
         self._publish_database_request()
-        self._publish_observability()
         self._publish_routes()
         evaluated = self._evaluate()
         outcome = self.database_lifecycle.prepare(evaluated) if isinstance(evaluated, PrepareDatabase) else evaluated
         self._outcome = outcome
+        self._publish_observability(scraped=isinstance(outcome, Desired))
         if isinstance(outcome, Desired):
-            self.workload.apply(outcome.files)
+            self.workload.apply(outcome.files, outcome.role)
             self._set_workload_version()
             return
         if isinstance(outcome, Standby):
@@ -286,8 +329,10 @@ class SynapseCharm(ops.CharmBase):
             return
         if isinstance(outcome, Stop):
             self.workload.stop()
-        else:
-            self.workload.keep_running()
+        elif self.main_unit.is_main():
+            self.workload.keep_running("main")
+        elif self.workload.is_worker_configured():
+            self.workload.keep_running("worker")
 
     def _publish_main_unit(self) -> None:
         """The leader mirrors the main unit's database record, then records the main unit (writes only on change).
@@ -306,12 +351,13 @@ class SynapseCharm(ops.CharmBase):
             self.database.publish_request(self.app.name)
             self.legacy_db.publish_request(self.app.name)
 
-    def _publish_observability(self) -> None:
+    def _publish_observability(self, scraped: bool) -> None:
         """Scrape job, alert rules, dashboard and log forwarding for the related COS charms (writes only on change).
 
-        Only the main unit runs Synapse, so only its address is offered for scraping.
+        `scraped`: this unit runs a Synapse process (the main or a worker, each exposing metrics on
+        METRICS_PORT), so its address is offered for scraping; the job's `*` targets list them all.
         """
-        self.metrics.publish([scrape_job([METRICS_PORT])], scraped=self.main_unit.is_main())
+        self.metrics.publish([scrape_job([METRICS_PORT])], scraped=scraped)
         self.dashboards.publish()
         if self.container.can_connect():
             targets = self.logging.log_targets(self.logging.loki_units().urls, dict(self.workload.plan().log_targets))
@@ -422,9 +468,16 @@ class SynapseCharm(ops.CharmBase):
         if not isinstance(outcome, Desired):
             reason = outcome.status.message if isinstance(outcome, Hold | Stop | Standby) else "preparing the database"
             return f"the unit is not ready for backups: {reason}"
+        if outcome.role != "main":
+            return self._not_on_main()
         if not self.workload.is_running():
             return "Synapse is not running yet; retry once the unit is active"
         return BackupContext(state=outcome.state, secrets=outcome.secrets)
+
+    def _not_on_main(self) -> str:
+        """Why an action that needs the main process cannot run on this (worker) unit."""
+        main = self.main_unit.recorded() or "the leader"
+        return f"this unit runs a worker; run the action on the main unit: `juju run {main} ...`"
 
     def _action_server_name(self) -> str:
         """The configured server name; InvalidStateError when the config is invalid."""
@@ -462,6 +515,8 @@ class SynapseCharm(ops.CharmBase):
         if not isinstance(outcome, Desired):
             reason = outcome.status.message if isinstance(outcome, Hold | Stop | Standby) else "preparing the database"
             return f"the unit is not ready for this action: {reason}"
+        if outcome.role != "main":
+            return self._not_on_main()
         client = SynapseClient()
         if not self.workload.is_running() or not client.is_healthy():
             return "Synapse is not ready yet; retry once the unit is active"

@@ -20,6 +20,8 @@ SYNAPSE_GID = 991
 
 SYNAPSE_PORT = 8008
 METRICS_PORT = 9000
+# Replication between the main process and the workers (HTTP, listed in instance_map).
+REPLICATION_PORT = 9093
 
 # Files and directories inside the workload container. Everything Synapse reads or writes
 # is under the `data` storage so that a replaced pod keeps it.
@@ -32,6 +34,9 @@ REGISTRATION_SECRET_PATH = SECRETS_DIR / "registration_shared_secret"
 MACAROON_SECRET_PATH = SECRETS_DIR / "macaroon_secret_key"
 FORM_SECRET_PATH = SECRETS_DIR / "form_secret"
 TURN_SECRET_PATH = SECRETS_DIR / "turn_shared_secret"
+WORKER_REPLICATION_SECRET_PATH = SECRETS_DIR / "worker_replication_secret"
+# A worker unit's own config, read after homeserver.yaml (which every unit shares).
+WORKER_CONFIG_PATH = DATA_DIR / "worker.yaml"
 MEDIA_STORE_DIR = DATA_DIR / "media_store"
 SQLITE_DIR = DATA_DIR / "db"
 SQLITE_PATH = SQLITE_DIR / "homeserver.db"
@@ -75,6 +80,8 @@ PEER_MAIN_UNIT_KEY = "main-unit"
 
 # Redis (replication between Synapse's main process and workers).
 REDIS_ENDPOINT = "redis"
+# Each unit's address (its peer binding's ingress address), in its own peer unit databag.
+PEER_ADDRESS_KEY = "address"
 
 # Reverse proxies in front of Synapse, and the action giving the .well-known documents.
 INGRESS_ENDPOINT = "ingress"

@@ -11,16 +11,21 @@ import ops
 
 from server_secrets import ServerSecrets
 from state import CharmState, DatabaseEndpoint
+from topology import Role
 from workload.service import WorkloadFile
 
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
-    """Run Synapse on these files: the typed state, the secrets, and the rendered files."""
+    """Run Synapse on these files: the typed state, the secrets, and the rendered files.
+
+    `role`: the process this unit runs, the main process or a generic worker.
+    """
 
     state: CharmState
     secrets: ServerSecrets
     files: dict[PurePosixPath, WorkloadFile]
+    role: Role = "main"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +47,7 @@ class Hold:
 
 @dataclasses.dataclass(frozen=True)
 class Standby:
-    """Keep the files current but do not run Synapse: only the leader runs the main process."""
+    """Keep the files current but do not run Synapse (another unit runs the main process, and no worker runs here)."""
 
     files: dict[PurePosixPath, WorkloadFile]
     status: ops.StatusBase

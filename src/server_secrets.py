@@ -37,6 +37,9 @@ class ServerSecrets(BaseModel):
     registration_shared_secret: str
     macaroon_secret_key: str
     form_secret: str
+    # Authenticates replication requests between Synapse's processes. Added by the leader to
+    # a secret created before workers existed (see `ensure_server_secrets`); None until then.
+    worker_replication_secret: str | None = None
 
     @field_validator("signing_key")
     @classmethod
@@ -54,11 +57,12 @@ class ServerSecrets(BaseModel):
             registration_shared_secret=secrets.token_urlsafe(48),
             macaroon_secret_key=secrets.token_urlsafe(48),
             form_secret=secrets.token_urlsafe(48),
+            worker_replication_secret=secrets.token_urlsafe(48),
         )
 
     def to_content(self) -> dict[str, str]:
         """Juju secret content."""
-        return {key.replace("_", "-"): value for key, value in self.model_dump().items()}
+        return {key.replace("_", "-"): value for key, value in self.model_dump().items() if value is not None}
 
     @classmethod
     def from_content(cls, content: dict[str, str]) -> "ServerSecrets":
@@ -114,6 +118,16 @@ def _leader_secret(charm: ops.CharmBase) -> ops.Secret:
         )
 
 
+def _with_worker_secret(secret: ops.Secret, content: ServerSecrets) -> ServerSecrets:
+    """`content` with a worker replication secret; the leader adds one, once, to a secret that lacks it."""
+    if content.worker_replication_secret is not None:
+        return content
+    logger.info("adding the worker replication secret to the server secret")
+    content = content.model_copy(update={"worker_replication_secret": secrets.token_urlsafe(48)})
+    secret.set_content(content.to_content())
+    return content
+
+
 def ensure_server_secrets(charm: ops.CharmBase) -> ServerSecrets | None:
     """Return the server secrets, creating and publishing them if this unit is the leader.
 
@@ -127,7 +141,7 @@ def ensure_server_secrets(charm: ops.CharmBase) -> ServerSecrets | None:
             if secret_id and relation.data[charm.app].get(PEER_SECRET_ID_KEY) != secret_id:
                 relation.data[charm.app][PEER_SECRET_ID_KEY] = secret_id
         # refresh: the owner follows the latest revision (a restore replaces the content)
-        return ServerSecrets.from_content(secret.get_content(refresh=True))
+        return _with_worker_secret(secret, ServerSecrets.from_content(secret.get_content(refresh=True)))
     published_id = _peer_secret_id(charm)
     if published_id is None:
         return None
@@ -142,6 +156,9 @@ def ensure_server_secrets(charm: ops.CharmBase) -> ServerSecrets | None:
 def replace_server_secrets(charm: ops.CharmBase, restored: ServerSecrets) -> None:
     """Make a restored identity the server's: the leader updates the server secret's content."""
     secret = _leader_secret(charm)
-    if ServerSecrets.from_content(secret.get_content(refresh=True)) != restored:
+    current = ServerSecrets.from_content(secret.get_content(refresh=True))
+    if restored.worker_replication_secret is None:  # a backup from before workers: keep ours
+        restored = restored.model_copy(update={"worker_replication_secret": current.worker_replication_secret})
+    if current != restored:
         logger.info("the server secret now holds the restored signing key and secrets")
         secret.set_content(restored.to_content())

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from config_options import ServerOptions, read_turn_shared_secret
 from constants import DATABASE_CA_PATH, SAML_IDP_METADATA_PATH
 from routing import ProxyRelations, Routing, RoutingError, resolve_routing
+from topology import Topology
 
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -492,6 +493,21 @@ def _routing_of_config(config: CharmConfig) -> Routing:
         return Routing(public_baseurl=config.public_baseurl)
 
 
+class Workers(BaseModel):
+    """Synapse as several processes: where each one runs, and the Redis they replicate through."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topology: Topology
+    # Synapse's `redis` section (it may hold Redis's password).
+    redis: dict[str, str | int | bool] = Field(repr=False)
+
+    @property
+    def active(self) -> bool:
+        """Whether any worker runs (else the main runs alone, as without this)."""
+        return bool(self.topology.workers)
+
+
 class CharmState(BaseModel):
     """Everything the workload configuration is rendered from."""
 
@@ -513,6 +529,8 @@ class CharmState(BaseModel):
     routing: Routing = Field(default_factory=lambda data: _routing_of_config(data["config"]))
     # The media relation's bucket: Synapse stores media there too (synapse-s3-storage-provider).
     media_storage: "S3Connection | None" = None
+    # The processes of a multi-unit deployment (None: this unit runs the only Synapse process).
+    workers: Workers | None = None
 
     @classmethod
     def from_charm(

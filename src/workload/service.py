@@ -28,6 +28,7 @@ from constants import (
     MEDIA_STORE_DIR,
     METRICS_PORT,
     REGISTRATION_SECRET_PATH,
+    REPLICATION_PORT,
     SAML_IDP_METADATA_PATH,
     SECRETS_DIR,
     SERVICE_NAME,
@@ -38,9 +39,12 @@ from constants import (
     SYNAPSE_PORT,
     SYNAPSE_UID,
     TURN_SECRET_PATH,
+    WORKER_CONFIG_PATH,
+    WORKER_REPLICATION_SECRET_PATH,
 )
 from server_secrets import ServerSecrets
 from state import CharmState, validate_server_name
+from topology import Role
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,13 @@ _FIND_MODULE = "import importlib.util, sys; print('found' if importlib.util.find
 DIRECTORIES = {SECRETS_DIR: 0o700, MEDIA_STORE_DIR: 0o750, SQLITE_DIR: 0o750, APPSERVICES_DIR: 0o700}
 # Directories holding only files the charm renders: a file there that it no longer renders is removed.
 OWNED_DIRECTORIES = (APPSERVICES_DIR,)
+# Files the charm renders only in some setups, removed when it no longer renders them.
+OPTIONAL_FILES = (WORKER_CONFIG_PATH, WORKER_REPLICATION_SECRET_PATH)
+# How Pebble runs each role's process (a standby unit runs none).
+COMMANDS: dict[Role, str] = {
+    "main": f"python -m synapse.app.homeserver --config-path {CONFIG_PATH}",
+    "worker": f"python -m synapse.app.generic_worker --config-path {CONFIG_PATH} --config-path {WORKER_CONFIG_PATH}",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +121,8 @@ def render_homeserver_config(state: CharmState) -> str:
         .render(
             config=config,
             x_forwarded=state.proxied,
+            workers=state.workers if state.workers is not None and state.workers.active else None,
+            replication_port=REPLICATION_PORT,
             serve_server_wellknown=state.serve_server_wellknown,
             database_args=state.database_args(),
             email=state.email_config(),
@@ -129,6 +142,7 @@ def render_homeserver_config(state: CharmState) -> str:
                 "macaroon_secret": str(MACAROON_SECRET_PATH),
                 "form_secret": str(FORM_SECRET_PATH),
                 "turn_shared_secret": str(TURN_SECRET_PATH),
+                "worker_replication_secret": str(WORKER_REPLICATION_SECRET_PATH),
             },
         )
     )
@@ -137,6 +151,33 @@ def render_homeserver_config(state: CharmState) -> str:
 def render_log_config(state: CharmState) -> str:
     """Synapse's Python logging config for `state`."""
     return _environment().get_template("log.config.j2").render(log_level=state.config.log_level)
+
+
+def render_worker_config(state: CharmState, worker_name: str) -> str:
+    """worker.yaml of the generic worker `worker_name`."""
+    return (
+        _environment()
+        .get_template("worker.yaml.j2")
+        .render(
+            worker_name=worker_name,
+            x_forwarded=state.proxied,
+            synapse_port=SYNAPSE_PORT,
+            replication_port=REPLICATION_PORT,
+            metrics_port=METRICS_PORT,
+            log_config=str(LOG_CONFIG_PATH),
+        )
+    )
+
+
+def _worker_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPath, WorkloadFile]:
+    """The replication secret (every process, once workers run) and worker.yaml (a worker unit)."""
+    workers = state.workers
+    if workers is None or not workers.active or secrets.worker_replication_secret is None:
+        return {}
+    files = {WORKER_REPLICATION_SECRET_PATH: WorkloadFile(secrets.worker_replication_secret, 0o600)}
+    if workers.topology.role == "worker":
+        files[WORKER_CONFIG_PATH] = WorkloadFile(render_worker_config(state, workers.topology.this_worker))
+    return files
 
 
 def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPath, WorkloadFile]:
@@ -160,11 +201,14 @@ def render_files(state: CharmState, secrets: ServerSecrets) -> dict[PurePosixPat
         files[SAML_IDP_METADATA_PATH] = WorkloadFile(idp_metadata_xml(state.saml))
     for appservice in state.appservices:  # 0600: they hold the appservices' tokens
         files[PurePosixPath(appservice.path)] = WorkloadFile(appservice.content, 0o600)
-    return files
+    return files | _worker_files(state, secrets)
 
 
-def pebble_layer() -> ops.pebble.LayerDict:
-    """The Pebble layer running Synapse straight from the image, as a non-root user."""
+def pebble_layer(role: Role = "main") -> ops.pebble.LayerDict:
+    """The Pebble layer running Synapse's main process or a generic worker from the image, as a non-root user.
+
+    Both serve clients on SYNAPSE_PORT, so the service and its checks are the same.
+    """
     return {
         "summary": "Synapse homeserver",
         "description": "Matrix Synapse, configured by the Synapse charm",
@@ -172,7 +216,7 @@ def pebble_layer() -> ops.pebble.LayerDict:
             SERVICE_NAME: {
                 "override": "replace",
                 "summary": "Synapse homeserver",
-                "command": f"python -m synapse.app.homeserver --config-path {CONFIG_PATH}",
+                "command": COMMANDS["worker" if role == "worker" else "main"],
                 "startup": "enabled",
                 "user-id": SYNAPSE_UID,
                 "group-id": SYNAPSE_GID,
@@ -323,6 +367,10 @@ class Workload:
                 if info.type == ops.pebble.FileType.FILE and path not in files:
                     self.container.remove_path(path)
                     removed.append(path)
+        for path in OPTIONAL_FILES:
+            if path not in files and self.container.exists(path):
+                self.container.remove_path(path)
+                removed.append(path)
         return removed
 
     def _layer_changed(self, layer: ops.pebble.LayerDict) -> bool:
@@ -348,18 +396,22 @@ class Workload:
         """Whether the charm has configured Synapse in this container before."""
         return bool(self.container.exists(CONFIG_PATH))
 
-    def keep_running(self) -> None:
-        """Keep Synapse running on the files already in place, pushing nothing.
+    def is_worker_configured(self) -> bool:
+        """Whether this container holds a worker's config (the unit last ran a generic worker)."""
+        return bool(self.container.exists(WORKER_CONFIG_PATH))
+
+    def keep_running(self, role: Role = "main") -> None:
+        """Keep Synapse's `role` process running on the files already in place, pushing nothing.
 
         Used while the charm is blocked: a restarted pod gets Synapse back on its last good config.
         """
         if self.is_configured():
-            self.apply({})
+            self.apply({}, role)
 
-    def apply(self, files: dict[PurePosixPath, WorkloadFile]) -> None:
-        """Bring the container to `files` plus the charm's layer, restarting Synapse only if needed."""
+    def apply(self, files: dict[PurePosixPath, WorkloadFile], role: Role = "main") -> None:
+        """Bring the container to `files` plus the layer of `role`, restarting Synapse only if needed."""
         changed = self.sync_files(files) + self.remove_stale(files) if files else []
-        layer = pebble_layer()
+        layer = pebble_layer(role)
         layer_changed = self._layer_changed(layer)
         if layer_changed:
             self._add_layer(layer)

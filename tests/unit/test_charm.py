@@ -14,6 +14,7 @@ from constants import (
     CONFIG_PATH,
     CONTAINER_NAME,
     LOG_CONFIG_PATH,
+    PEER_ADDRESS_KEY,
     PEER_MAIN_UNIT_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
@@ -328,8 +329,8 @@ def test_first_pebble_ready_starts_synapse_once(env: CharmEnv) -> None:
     assert effects.pebble.calls == [("replan", ())]
     assert effects.layers == [CONTAINER_NAME]
     assert service(out) == ACTIVE
-    # The leader records itself as the main unit and publishes the server secrets' id.
-    assert len(effects.relation_writes) == 2
+    # The leader records itself as the main unit, publishes its address and the server secrets' id.
+    assert len(effects.relation_writes) == 3
 
 
 def test_repeated_hooks_change_nothing(env: CharmEnv) -> None:
@@ -421,8 +422,8 @@ def test_blocked_fresh_unit_starts_nothing(env: CharmEnv) -> None:
     with record_side_effects() as effects:
         out = env.pebble_ready(env.state({"server_name": "not a name"}))
     assert isinstance(out.unit_status, ops.BlockedStatus)
-    # Only the leader's record of itself as the main unit (src/main_unit.py): no file, no Pebble call.
-    assert effects.relation_writes == [{PEER_MAIN_UNIT_KEY: "synapse/0"}]
+    # Only the leader's record of itself as the main unit (src/main_unit.py) and its address: no file, no Pebble call.
+    assert effects.relation_writes == [{PEER_MAIN_UNIT_KEY: "synapse/0"}, {PEER_ADDRESS_KEY: "192.0.2.0"}]
     assert (effects.pebble.calls, effects.pushes, effects.layers) == ([], [], [])
     assert service(out) is None
     assert list(env.data_dir.iterdir()) == []

@@ -29,6 +29,7 @@ from constants import (
     DATABASE_CA_PATH,
     DATABASE_ENDPOINT,
     LEGACY_DB_ENDPOINT,
+    PEER_ADDRESS_KEY,
     PEER_DATABASE_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
@@ -592,7 +593,7 @@ def test_non_leader_waits_for_the_leaders_record(env: CharmEnv) -> None:
 
     assert out.unit_status == ops.WaitingStatus("waiting for the main unit to prepare the PostgreSQL database")
     assert effects.pebble.calls == []
-    assert effects.relation_writes == []
+    assert effects.relation_writes == [{PEER_ADDRESS_KEY: "192.0.2.0"}]  # its address, nothing else
     assert service(out) is None
     assert not env.host_path(CONFIG_PATH, data_dir).exists()
     assert execs_run(env) == []
@@ -607,7 +608,7 @@ def test_non_leader_with_the_record_runs_on_the_same_database(env: CharmEnv) -> 
         out = env.pebble_ready(state)
 
     assert yaml.safe_load(env.read(CONFIG_PATH, data_dir))["database"] == leader_database
-    assert effects.relation_writes == []
+    assert effects.relation_writes == [{PEER_ADDRESS_KEY: "192.0.2.0"}]  # its address, nothing else
     assert execs_run(env) == []
     # On standby: the same config, ready for a failover, but only the leader runs Synapse.
     assert service(out) != ACTIVE

@@ -66,7 +66,13 @@ def test_generations_differ() -> None:
 def test_content_round_trip_uses_juju_key_names() -> None:
     secrets = ServerSecrets.generate()
     content = secrets.to_content()
-    assert set(content) == {"signing-key", "registration-shared-secret", "macaroon-secret-key", "form-secret"}
+    assert set(content) == {
+        "signing-key",
+        "registration-shared-secret",
+        "macaroon-secret-key",
+        "form-secret",
+        "worker-replication-secret",
+    }
     assert ServerSecrets.from_content(content) == secrets
 
 

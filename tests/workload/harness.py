@@ -137,7 +137,7 @@ def _synapse_user_argv(uid: int | None, gid: int | None) -> list[str]:
 def _venv_version(venv: Path) -> str | None:
     """The Synapse version the venv's python imports as Synapse's uid, or None if it cannot.
 
-    None too when the venv lacks psycopg2, pysaml2 or beautifulsoup4 (url previews), or xmlsec1 is not
+    None too when the venv lacks psycopg2, pysaml2, beautifulsoup4 (url previews) or txredisapi, or xmlsec1 is not
     on PATH: the image has them.
     """
     python = venv / "bin" / "python"
@@ -153,8 +153,8 @@ def _venv_version(venv: Path) -> str | None:
         "-c",
         # SAML needs pysaml2 (matrix-synapse[saml2]) in the venv and xmlsec1 on PATH, as in the image;
         # URL previews need beautifulsoup4 (matrix-synapse[url-preview]); media on S3 needs
-        # synapse-s3-storage-provider.
-        "import shutil, psycopg2, saml2, bs4, s3_storage_provider, synapse; "
+        # synapse-s3-storage-provider; workers need Redis's client (matrix-synapse[redis]).
+        "import shutil, psycopg2, saml2, bs4, s3_storage_provider, txredisapi, hiredis, synapse; "
         "assert shutil.which('xmlsec1'), 'no xmlsec1'; "
         "print(synapse.__version__)",
     ]
@@ -184,7 +184,7 @@ def _create_venv(venv: Path) -> None:
     logger.info("installing matrix-synapse==%s into %s", SYNAPSE_VERSION, venv)
     _pip_install(
         venv,
-        f"matrix-synapse[saml2,url-preview]=={SYNAPSE_VERSION}",
+        f"matrix-synapse[saml2,url-preview,redis]=={SYNAPSE_VERSION}",
         "psycopg2-binary",
         *SYNAPSE_S3_STORAGE_PROVIDER_DEPS,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from constants import CONFIG_PATH, DATA_DIR, SERVICE_NAME, SYNAPSE_GID, SYNAPSE_UID
+from constants import CONFIG_PATH, DATA_DIR, SERVICE_NAME, SYNAPSE_GID, SYNAPSE_UID, WORKER_CONFIG_PATH
 from tests import rendered_configs, strategies
 from tests.workload import harness
 from workload.service import pebble_layer
@@ -39,9 +39,14 @@ for scenario in json.load(sys.stdin):
         with open(path, "w") as file:
             file.write(content)
         os.chmod(path, mode)
+    # a worker unit's process reads homeserver.yaml, then its worker.yaml (as its Pebble command says)
+    argv = ["--config-path", {str(CONFIG_PATH)!r}]
+    if {WORKER_CONFIG_PATH.name!r} in scenario["files"]:
+        argv += ["--config-path", {str(WORKER_CONFIG_PATH)!r}]
     try:
-        config = HomeServerConfig.load_config("synapse", ["--config-path", {str(CONFIG_PATH)!r}])
-        results[scenario["name"]] = {{"server_name": config.server.server_name}}
+        config = HomeServerConfig.load_config("synapse", argv)
+        instance = config.worker.instance_name
+        results[scenario["name"]] = {{"server_name": config.server.server_name, "instance": instance}}
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
         results[scenario["name"]] = {{"error": f"{{type(exc).__name__}}: {{exc}}"}}
 print(json.dumps(results))
@@ -85,6 +90,11 @@ def test_synapse_loads_every_active_scenario(loaded: dict[str, tuple[str, dict[s
     assert set(scenarios) <= set(loaded)
 
 
+def test_a_worker_unit_is_loaded_as_its_worker(loaded: dict[str, tuple[str, dict[str, str]]]) -> None:
+    assert loaded["workers-generic-worker-of-three-units"][1].get("instance") == "synapse-1"
+    assert loaded["workers-main-of-three-units"][1].get("instance") == "master"
+
+
 def test_enough_hostile_configs_are_accepted_to_matter(loaded: dict[str, tuple[str, dict[str, str]]]) -> None:
     accepted = [name for name in loaded if name.startswith("accepted-")]
 
@@ -102,5 +112,5 @@ def test_the_loader_refuses_what_synapse_refuses(tmp_path: Path, synapse_venv: P
 
     results = load_all([good, rendered_configs.Rendered("scoped", bad_files)], synapse_venv, tmp_path / "data")
 
-    assert results["config-defaults"] == {"server_name": "example.com"}
+    assert results["config-defaults"] == {"server_name": "example.com", "instance": "master"}
     assert "IPv6" in results["scoped"]["error"]
