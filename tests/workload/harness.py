@@ -20,6 +20,18 @@ Debian's OpenSSL reads (and so Synapse's Twisted TLS, in the image as here):
 
 The hook, its Pebble execs, the harness's health checks and `driver.entered()` blocks then
 all run in that namespace, so `127.0.0.1:8008` is that unit's Synapse.
+
+A driver created with `nginx=True` also has the pod's `nginx` container: its /etc/nginx is a
+host directory (seeded with Debian's mime.types and friends, as the image has its own), and
+the charm's Pebble calls on it run a real Debian nginx (/usr/sbin/nginx) in the unit's view,
+with /etc/nginx bound to that directory and private /run, /var/lib/nginx, /var/log/nginx and
+/var/cache/nginx (so several units' nginx never share a pid file). `container.exec` on it runs
+the command in the same layout: `nginx -s reload` signals that unit's nginx, and returns once
+new worker processes replaced the old ones, as the reloaded config then serves.
+
+Any service command runs as the plan says, e.g. a unit's generic worker
+(`python -m synapse.app.generic_worker --config-path ... --config-path ...`): the harness only
+needs /health on 127.0.0.1:8008 to answer, which every Synapse HTTP listener serves.
 """
 
 from __future__ import annotations
@@ -43,7 +55,7 @@ import time
 import typing
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from unittest import mock
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +111,27 @@ BASE_ENVIRONMENT = {"HOME": "/nonexistent", "GIT_DIR": "/nonexistent"}
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 HOSTS_FILE = Path("/etc/hosts")
 BASE_HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+# The nginx sidecar (issue 16): container, service, its config directory and listening port.
+NGINX_CONTAINER = "nginx"
+NGINX_SERVICE = "nginx"
+NGINX_CONFIG_DIR = PurePosixPath("/etc/nginx")
+NGINX_PORT = 8080
+NGINX_BINARY = Path("/usr/sbin/nginx")
+NGINX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Where nginx writes at paths compiled into Debian's binary (and the official image's): private
+# per unit, so that several units' nginx never share a pid file, a log or a temp directory.
+NGINX_PRIVATE_DIRS = {
+    "run": Path("/run"),
+    "lib": Path("/var/lib/nginx"),
+    "log": Path("/var/log/nginx"),
+    "cache": Path("/var/cache/nginx"),
+}
+# The official nginx image runs its workers as `nginx` (uid/gid 101): the harness adds that
+# account to the passwd and group files it gives nginx, so `user nginx;` works on Debian too.
+NGINX_ACCOUNT = ("nginx", 101)
+NGINX_RELOAD_TIMEOUT = 10.0
 
 
 class WorkloadError(Exception):
@@ -595,10 +628,226 @@ class SynapseProcess:
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+# ---------------------------------------------------------------------------------------
+# The nginx sidecar
+# ---------------------------------------------------------------------------------------
+
+
+def _with_account(system_file: Path, line: str, name: str) -> str:
+    """The content of /etc/passwd or /etc/group with `line` added when `name` is not in it."""
+    content = system_file.read_text() if system_file.exists() else ""
+    if any(entry.split(":", 1)[0] == name for entry in content.splitlines()):
+        return content
+    return content + ("" if content.endswith("\n") or not content else "\n") + line + "\n"
+
+
+def _shutting_down(pid: int) -> bool:
+    """Whether nginx worker `pid` is gone or shutting down (no longer accepts connections)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return not title or b"shutting down" in title
+
+
+_LIVE_NGINX: set[NginxProcess] = set()
+
+
+class NginxProcess:
+    """A real Debian nginx run as the `nginx` container's plan says, with the unit's /etc/nginx.
+
+    Everything it uses lives under `root`: `etc` (bound to /etc/nginx; the charm pushes there),
+    the private directories of NGINX_PRIVATE_DIRS, and the passwd/group files with the image's
+    `nginx` account. Output goes to `log_path`.
+    """
+
+    def __init__(self, root: Path, view: SystemView, log_path: Path, port: int = NGINX_PORT):
+        self.root = root
+        self.view = view
+        self.log_path = log_path
+        self.port = port
+        self.spec: ServiceSpec | None = None
+        self.starts = 0
+        self.reloads = 0
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._prepare()
+
+    @property
+    def config_dir(self) -> Path:
+        """The host directory that is /etc/nginx in the container."""
+        return self.root / "etc"
+
+    def _prepare(self) -> None:
+        """Create the directories; seed /etc/nginx with Debian's files but nginx.conf (the charm's)."""
+        if not NGINX_BINARY.exists():
+            raise WorkloadError(f"{NGINX_BINARY} is missing: install Debian's nginx (apt-get install nginx-light)")
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        system = Path(str(NGINX_CONFIG_DIR))
+        for entry in system.iterdir() if system.is_dir() else ():
+            target = self.config_dir / entry.name
+            if entry.is_file() and entry.name != "nginx.conf" and not target.exists():
+                shutil.copyfile(entry, target)
+        for name, host_dir in NGINX_PRIVATE_DIRS.items():
+            (self.root / name).mkdir(exist_ok=True)
+            # A mount point must exist: an empty directory on the host, nothing mounted there.
+            host_dir.mkdir(parents=True, exist_ok=True)
+        account, number = NGINX_ACCOUNT
+        passwd = f"{account}:x:{number}:{number}:nginx user:/nonexistent:/usr/sbin/nologin"
+        (self.root / "passwd").write_text(_with_account(Path("/etc/passwd"), passwd, account))
+        (self.root / "group").write_text(_with_account(Path("/etc/group"), f"{account}:x:{number}:", account))
+        for name in ("passwd", "group"):
+            (self.root / name).chmod(0o644)
+
+    def binds(self) -> list[tuple[Path, Path]]:
+        """(source, target) bind mounts giving nginx the container's files."""
+        binds = [(self.config_dir, Path(str(NGINX_CONFIG_DIR)))]
+        binds += [(self.root / name, target) for name, target in NGINX_PRIVATE_DIRS.items()]
+        binds += [(self.root / "passwd", Path("/etc/passwd")), (self.root / "group", Path("/etc/group"))]
+        return binds
+
+    def argv(
+        self, command: Sequence[str], environment: Mapping[str, str] | None = None, working_dir: str | None = None
+    ) -> list[str]:
+        """`command` as the nginx container would run it: root, its files, the unit's network."""
+        env = {"PATH": NGINX_PATH, **BASE_ENVIRONMENT, **(environment or {})}
+        inner = ["env", "-i", *(f"{key}={value}" for key, value in env.items()), *command]
+        return self.view.argv(inner, binds=self.binds(), working_dir=working_dir or "/")
+
+    @property
+    def pid(self) -> int | None:
+        """The master process's PID (the exec chain keeps it), None if not running."""
+        return self._popen.pid if self.is_alive() and self._popen else None
+
+    def is_alive(self) -> bool:
+        """Whether the master process runs."""
+        return self._popen is not None and self._popen.poll() is None
+
+    def workers(self) -> set[int]:
+        """The PIDs of the master's worker processes (empty when not running)."""
+        pid = self.pid
+        if pid is None:
+            return set()
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return set()
+        return {int(child) for child in children}
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The end of nginx's output and its error log."""
+        parts = []
+        for path in (self.log_path, self.root / "log" / "error.log"):
+            try:
+                parts.append("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
+            except OSError:
+                continue
+        return "\n".join(parts) or "(no log)"
+
+    def is_listening(self) -> bool:
+        """Whether nginx accepts connections on its port in the unit's network namespace."""
+        with self.view.entered():
+            return _port_in_use(self.port)
+
+    def start(self, spec: ServiceSpec) -> None:
+        """Start nginx with `spec` and wait until it listens on its port."""
+        if self.is_alive():
+            raise WorkloadError("nginx is already running")
+        if self.is_listening():
+            raise WorkloadError(f"port {self.port} is already in use in the unit's network namespace")
+        argv = self.argv(spec.command, spec.environment, spec.working_dir)
+        logger.info("starting nginx: %s", shlex.join(argv))
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- start {self.starts + 1}: {shlex.join(spec.command)}\n".encode())
+            log.flush()
+            self._popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.spec = spec
+        self.starts += 1
+        _LIVE_NGINX.add(self)
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        while not self.is_listening():
+            if not self.is_alive():
+                raise WorkloadError(f"nginx exited while starting:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise WorkloadError(f"nginx did not listen on {self.port}:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM (nginx's fast shutdown), then SIGKILL; a no-op when not running."""
+        popen = self._popen
+        _LIVE_NGINX.discard(self)
+        if popen is None or popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=timeout)
+
+    def restart(self, spec: ServiceSpec) -> None:
+        """Stop (if running) and start with `spec`, as Pebble's restart does."""
+        self.stop()
+        self.start(spec)
+
+    def wait_reloaded(self, old_workers: set[int], timeout: float = NGINX_RELOAD_TIMEOUT) -> bool:
+        """After a reload signal: wait until new workers replaced `old_workers` (the new config serves).
+
+        False when they did not within `timeout` (nginx keeps its old config when it refuses the new one).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # New workers serve the new config once the old ones stopped accepting: an old worker
+            # renames itself "worker process is shutting down" as it closes its listening sockets,
+            # and may linger on open connections (a long-polling /sync) until they end.
+            if self.workers() - old_workers and all(_shutting_down(pid) for pid in old_workers):
+                time.sleep(0.05)
+                self.reloads += 1
+                return True
+            if not self.is_alive():
+                return False
+            time.sleep(0.05)
+        logger.warning("nginx did not reload within %.0fs:\n%s", timeout, self.log_tail())
+        return False
+
+
+class NginxExec:
+    """A command run for real in the nginx container (ops.Container.exec's wait_output and wait)."""
+
+    def __init__(self, nginx: NginxProcess, command: list[str], **kwargs: typing.Any):
+        self.nginx = nginx
+        self.command = command
+        argv = nginx.argv(command, kwargs.get("environment"), kwargs.get("working_dir"))
+        self._real = RealExec(argv, command, kwargs.get("stdin"), kwargs.get("timeout"))
+
+    def _is_reload(self) -> bool:
+        """Whether this is `nginx -s reload`."""
+        return Path(self.command[0]).name == "nginx" and self.command[1:] == ["-s", "reload"]
+
+    def wait_output(self) -> tuple[str, str]:
+        """Run to completion; after a reload, wait until the reloaded nginx serves."""
+        old_workers = self.nginx.workers() if self._is_reload() else set()
+        output = self._real.wait_output()
+        if self._is_reload():
+            self.nginx.wait_reloaded(old_workers)
+        return output
+
+    def wait(self) -> None:
+        """Run to completion (ops.pebble.ExecError on a non-zero exit)."""
+        self.wait_output()
+
+
 def stop_all() -> None:
-    """Stop every Synapse this harness started that still runs."""
+    """Stop every Synapse and nginx this harness started that still runs."""
     for process in list(_LIVE):
         process.stop()
+    for nginx in list(_LIVE_NGINX):
+        nginx.stop()
 
 
 atexit.register(stop_all)
@@ -653,7 +902,7 @@ class Identity:
         return cls(secrets, peer)
 
 
-EventArg = str | typing.Any
+EventArg = str | Callable[[], typing.Any] | typing.Any
 
 
 class RealExec:
@@ -676,6 +925,10 @@ class RealExec:
         if done.returncode != 0:
             raise ops.pebble.ExecError(self.command, done.returncode, done.stdout, done.stderr)
         return done.stdout, done.stderr
+
+    def wait(self) -> None:
+        """Run to completion (ops.pebble.ExecError on a non-zero exit)."""
+        self.wait_output()
 
 
 def real_exec(
@@ -708,13 +961,17 @@ class CharmDriver:
         leader: bool = True,
         log_path: Path | None = None,
         identity: Identity | None = None,
-        context: testing.Context[SynapseCharm] | None = None,
+        context: testing.Context[typing.Any] | None = None,
         netns: Namespace | None = None,
         hosts: Mapping[str, str] | None = None,
         trusted_ca: Path | Sequence[Path] | None = None,
+        nginx: bool = False,
     ):
         """`netns`, `hosts` and `trusted_ca` give the unit a machine of its own (see `SystemView`):
         its network namespace, its /etc/hosts entries and extra trusted CA certificates (PEM files).
+
+        `nginx`: the pod also has the `nginx` container, run on a real nginx (see `NginxProcess`);
+        its files are under `<data_dir>-nginx`, its output in `<data_dir>-nginx.log`.
         """
         self.data_dir = data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -735,10 +992,23 @@ class CharmDriver:
             can_connect=True,
             mounts={"data": testing.Mount(location=str(DATA_DIR), source=data_dir)},
         )
+        containers = {container}
+        self.nginx: NginxProcess | None = None
+        if nginx:
+            self.nginx = NginxProcess(
+                data_dir.parent / f"{data_dir.name}-nginx", self.view, data_dir.parent / f"{data_dir.name}-nginx.log"
+            )
+            containers.add(
+                testing.Container(
+                    NGINX_CONTAINER,
+                    can_connect=True,
+                    mounts={"etc": testing.Mount(location=str(NGINX_CONFIG_DIR), source=self.nginx.config_dir)},
+                )
+            )
         self.state = testing.State(
             leader=leader,
             config=dict(config),
-            containers={container},
+            containers=containers,
             relations={identity.peer if identity else testing.PeerRelation(PEER_RELATION)},
             secrets=identity.secrets if identity else (),
         )
@@ -749,6 +1019,11 @@ class CharmDriver:
     def container(self) -> testing.Container:
         """The synapse container in the current State."""
         return self.state.get_container(CONTAINER_NAME)
+
+    @property
+    def nginx_container(self) -> testing.Container:
+        """The nginx container in the current State (KeyError without nginx)."""
+        return self.state.get_container(NGINX_CONTAINER)
 
     @property
     def starts(self) -> int:
@@ -795,11 +1070,19 @@ class CharmDriver:
     # -- running hooks -------------------------------------------------------------------
 
     def _event(self, event: EventArg) -> typing.Any:
-        """An ops.testing event from a name such as "config_changed", or the event itself."""
+        """An ops.testing event from a name such as "config_changed", a function making it, or the event itself.
+
+        Names and functions are turned into the event after the State was mirrored, so an event
+        that takes a State object (a container, a relation) gets the one the hook runs with.
+        """
+        if callable(event):
+            event = event()
         if not isinstance(event, str):
             return event
         if event == "pebble_ready":
             return self.ctx.on.pebble_ready(self.container)
+        if event == "nginx_pebble_ready":
+            return self.ctx.on.pebble_ready(self.nginx_container)
         return getattr(self.ctx.on, event)()
 
     def run(self, event: EventArg) -> testing.State:
@@ -856,12 +1139,28 @@ class CharmDriver:
                 )
             )
         mirrored = dataclasses.replace(container, service_statuses=statuses, check_infos=frozenset(checks))
-        others = {other for other in state.containers if other.name != CONTAINER_NAME}
-        return dataclasses.replace(state, containers=frozenset({*others, mirrored}))
+        others = {other for other in state.containers if other.name not in (CONTAINER_NAME, NGINX_CONTAINER)}
+        mirrored_nginx = self._mirrored_nginx(state)
+        return dataclasses.replace(state, containers=frozenset({*others, mirrored, *mirrored_nginx}))
+
+    def _mirrored_nginx(self, state: testing.State) -> set[testing.Container]:
+        """The nginx container with the service status Pebble would report (empty without nginx)."""
+        present = [other for other in state.containers if other.name == NGINX_CONTAINER]
+        if not present:
+            return set()
+        container = present[0]
+        if self.nginx is None or NGINX_SERVICE not in container.plan.services:
+            return {container}
+        alive = self.nginx.is_alive()
+        status = ops.pebble.ServiceStatus.ACTIVE if alive else ops.pebble.ServiceStatus.INACTIVE
+        return {dataclasses.replace(container, service_statuses={**container.service_statuses, NGINX_SERVICE: status})}
 
     def _on_pebble_call(self, method: str, args: tuple[str, ...], container: ops.Container) -> None:
         """Do on the real process, at once, what a lifecycle call just asked Pebble to do."""
-        if method != "replan" and SERVICE_NAME not in args:
+        if container.name == NGINX_CONTAINER:
+            self._on_nginx_call(method, args, container)
+            return
+        if container.name != CONTAINER_NAME or (method != "replan" and SERVICE_NAME not in args):
             return
         plan = container.get_plan()
         if method == "replan":
@@ -873,10 +1172,32 @@ class CharmDriver:
         elif method == "stop":
             self.process.stop()
 
-    def _exec_method(self) -> Callable[..., RealExec]:
+    def _on_nginx_call(self, method: str, args: tuple[str, ...], container: ops.Container) -> None:
+        """The nginx container's lifecycle call, on the real nginx (nothing when nginx is not enabled)."""
+        if self.nginx is None or (method != "replan" and NGINX_SERVICE not in args):
+            return
+        plan = container.get_plan()
+        if method == "replan":
+            if NGINX_SERVICE not in plan.services:
+                return
+            spec = ServiceSpec.from_plan(plan, NGINX_SERVICE)
+            if not self.nginx.is_alive():
+                self.nginx.start(spec)
+            elif spec != self.nginx.spec:
+                self.nginx.restart(spec)
+        elif method == "restart":
+            self.nginx.restart(ServiceSpec.from_plan(plan, NGINX_SERVICE))
+        elif method == "start" and not self.nginx.is_alive():
+            self.nginx.start(ServiceSpec.from_plan(plan, NGINX_SERVICE))
+        elif method == "stop":
+            self.nginx.stop()
+
+    def _exec_method(self) -> Callable[..., RealExec | NginxExec]:
         """A stand-in for the ops.Container.exec method (a plain function: patched onto the class)."""
 
-        def exec_(container: ops.Container, command: list[str], **kwargs: typing.Any) -> RealExec:
+        def exec_(container: ops.Container, command: list[str], **kwargs: typing.Any) -> RealExec | NginxExec:
+            if container.name == NGINX_CONTAINER:
+                return self._exec_nginx(command, **kwargs)
             return self._exec(container, command, **kwargs)
 
         return exec_
@@ -889,6 +1210,13 @@ class CharmDriver:
         self.execs.append(list(command))
         chown_tree(self.data_dir, SYNAPSE_UID, SYNAPSE_GID)
         return real_exec(self.data_dir, self.process.venv, command, self.view, **kwargs)
+
+    def _exec_nginx(self, command: list[str], **kwargs: typing.Any) -> NginxExec:
+        """Pebble's exec in the nginx container, for real (see `NginxExec`)."""
+        if self.nginx is None:
+            raise WorkloadError("the charm ran a command in the nginx container, but the driver has no nginx")
+        self.execs.append(list(command))
+        return NginxExec(self.nginx, list(command), **kwargs)
 
     def _replan(self, plan: ops.pebble.Plan) -> None:
         """Pebble's replan: start the service if stopped, restart it if its definition changed."""
@@ -912,8 +1240,10 @@ class CharmDriver:
         return self.process.run(command)
 
     def stop(self) -> None:
-        """Stop the real Synapse (as if the pod went away); the State is kept."""
+        """Stop the real Synapse and nginx (as if the pod went away); the State is kept."""
         self.process.stop()
+        if self.nginx is not None:
+            self.nginx.stop()
 
 
 def wipe(directory: Path) -> None:
