@@ -428,6 +428,16 @@ class Cluster:
             self._run(unit_id, lambda d: event)
         self.converge()
 
+    def run_action(
+        self, unit_id: int, name: str, params: Mapping[str, typing.Any] | None = None
+    ) -> dict[str, typing.Any]:
+        """Run an action on a unit (as CharmDriver.run_action); then copy what it published and converge."""
+        results = self.driver(unit_id).run_action(name, params)
+        self.hooks += 1
+        self._propagate(unit_id)
+        self.converge()
+        return results
+
     def _ordered(self) -> list[int]:
         """Unit ids, the leader first."""
         return sorted(self.units, key=lambda unit_id: (unit_id != self.leader, unit_id))

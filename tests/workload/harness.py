@@ -24,8 +24,8 @@ all run in that namespace, so `127.0.0.1:8008` is that unit's Synapse.
 A driver created with `nginx=True` also has the pod's `nginx` container: its /etc/nginx is a
 host directory (seeded with Debian's mime.types and friends, as the image has its own), and
 the charm's Pebble calls on it run a real Debian nginx (/usr/sbin/nginx) in the unit's view,
-with /etc/nginx bound to that directory and private /run, /var/lib/nginx, /var/log/nginx and
-/var/cache/nginx (so several units' nginx never share a pid file). `container.exec` on it runs
+with /etc/nginx bound to that directory and private /run, /tmp, /var/lib/nginx, /var/log/nginx
+and /var/cache/nginx (so several units' nginx never share a pid file). `container.exec` on it runs
 the command in the same layout: `nginx -s reload` signals that unit's nginx, and returns once
 new worker processes replaced the old ones, as the reloaded config then serves.
 
@@ -127,6 +127,8 @@ NGINX_PRIVATE_DIRS = {
     "lib": Path("/var/lib/nginx"),
     "log": Path("/var/log/nginx"),
     "cache": Path("/var/cache/nginx"),
+    # The charm's nginx.conf keeps its pid file and temp files in /tmp, a pod's own.
+    "tmp": Path("/tmp"),
 }
 # The official nginx image runs its workers as `nginx` (uid/gid 101): the harness adds that
 # account to the passwd and group files it gives nginx, so `user nginx;` works on Debian too.
@@ -452,14 +454,20 @@ class SystemView:
             yield
 
     def argv(
-        self, command: Sequence[str], *, binds: Sequence[tuple[Path, Path]] = (), working_dir: str | None = None
+        self,
+        command: Sequence[str],
+        *,
+        binds: Sequence[tuple[Path, Path]] = (),
+        working_dir: str | None = None,
+        last_binds: Sequence[tuple[Path, Path]] = (),
     ) -> list[str]:
         """`command` run in this view: in its network namespace, with its files (and `binds`) mounted.
 
         `unshare -m` gives the process a private mount namespace (propagation private), so the
-        bind mounts are invisible to the host.
+        bind mounts are invisible to the host. `last_binds` are mounted after every other one (a
+        private /tmp, which may hold the other binds' sources).
         """
-        mounts = [*binds, *self.binds()]
+        mounts = [*binds, *self.binds(), *last_binds]
         steps = [f'mount --bind "${index}" {shlex.quote(str(target))}' for index, (_, target) in enumerate(mounts, 1)]
         if working_dir is not None:
             steps.append(f"cd {shlex.quote(working_dir)}")
@@ -701,7 +709,7 @@ class NginxProcess:
     def binds(self) -> list[tuple[Path, Path]]:
         """(source, target) bind mounts giving nginx the container's files."""
         binds = [(self.config_dir, Path(str(NGINX_CONFIG_DIR)))]
-        binds += [(self.root / name, target) for name, target in NGINX_PRIVATE_DIRS.items()]
+        binds += [(self.root / name, target) for name, target in NGINX_PRIVATE_DIRS.items() if name != "tmp"]
         binds += [(self.root / "passwd", Path("/etc/passwd")), (self.root / "group", Path("/etc/group"))]
         return binds
 
@@ -711,7 +719,9 @@ class NginxProcess:
         """`command` as the nginx container would run it: root, its files, the unit's network."""
         env = {"PATH": NGINX_PATH, **BASE_ENVIRONMENT, **(environment or {})}
         inner = ["env", "-i", *(f"{key}={value}" for key, value in env.items()), *command]
-        return self.view.argv(inner, binds=self.binds(), working_dir=working_dir or "/")
+        # /tmp last: the other binds' sources may be under the host's /tmp.
+        private_tmp = [(self.root / "tmp", NGINX_PRIVATE_DIRS["tmp"])]
+        return self.view.argv(inner, binds=self.binds(), working_dir=working_dir or "/", last_binds=private_tmp)
 
     @property
     def pid(self) -> int | None:

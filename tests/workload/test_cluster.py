@@ -17,6 +17,7 @@ import yaml
 from constants import (
     CONFIG_PATH,
     DATA_DIR,
+    PEER_ADDRESS_KEY,
     PEER_MAIN_UNIT_KEY,
     PEER_RELATION,
     PEER_SECRET_ID_KEY,
@@ -98,6 +99,8 @@ def test_two_units_on_sqlite_one_main_one_standby_with_the_same_identity(make_cl
     assert dict(cluster.peer(1).peers_data[0]) == cluster.unit_data(0)
     assert [cluster.unit_data(unit_id)["ingress-address"] for unit_id in (0, 1)] == [main.address, standby.address]
     assert [bound_address(cluster, unit_id) for unit_id in (0, 1)] == [main.address, standby.address]
+    # The charm publishes the address of its peer binding: its host's.
+    assert [cluster.unit_data(unit_id)[PEER_ADDRESS_KEY] for unit_id in (0, 1)] == [main.address, standby.address]
     assert main.address != standby.address
 
     # Converged: a hook on each unit changes no databag, so no peer hook follows, and nothing restarts.

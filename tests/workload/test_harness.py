@@ -47,8 +47,10 @@ PROBE_META = {
     "peers": {PEER_RELATION: {"interface": "probe_peers"}},
 }
 PROBE_CONFIG = {"options": {"body": {"type": "string", "default": "one"}}}
+# As the charm's: the pid file in /tmp (the pod's own), the workers as an account of the image.
 PROBE_NGINX_CONF = """user nginx;
 worker_processes 1;
+pid /tmp/nginx.pid;
 events {{ worker_connections 64; }}
 http {{
     server {{
@@ -124,9 +126,10 @@ def test_nginx_container_runs_a_real_nginx_per_unit_and_exec_reloads_the_right_o
         status = drivers[0].nginx_container.service_statuses[harness.NGINX_SERVICE]
         assert status == ops.pebble.ServiceStatus.ACTIVE
         assert "two" in (tmp_path / "b.test" / "data-nginx" / "etc" / "nginx.conf").read_text()
-        # Each nginx has its own pid file and logs, none on the host.
-        assert not Path("/run/nginx.pid").exists()
-        assert (tmp_path / "a.test" / "data-nginx" / "run" / "nginx.pid").read_text().strip() == str(first_pids[0])
+        # Each nginx has its own pid file (its own /tmp), none on the host.
+        assert not Path("/tmp/nginx.pid").exists()
+        pid_files = [tmp_path / host.name / "data-nginx" / "tmp" / "nginx.pid" for host in hosts]
+        assert [int(path.read_text()) for path in pid_files] == first_pids
     finally:
         for driver in drivers:
             driver.stop()
