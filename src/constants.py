@@ -23,6 +23,12 @@ METRICS_PORT = 9000
 # Replication between the main process and the workers (HTTP, listed in instance_map).
 REPLICATION_PORT = 9093
 
+# The nginx sidecar in front of Synapse on every unit: ingress and nginx-route point at it.
+NGINX_CONTAINER = "nginx"
+NGINX_SERVICE = "nginx"
+NGINX_CONFIG_PATH = PurePosixPath("/etc/nginx/nginx.conf")
+NGINX_PORT = 8080
+
 # Files and directories inside the workload container. Everything Synapse reads or writes
 # is under the `data` storage so that a replaced pod keeps it.
 DATA_DIR = PurePosixPath("/data")

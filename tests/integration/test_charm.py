@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pytest_operator.plugin import OpsTest
 
-from constants import CONTAINER_NAME, METRICS_PORT, SYNAPSE_PORT, SYNAPSE_VERSION
+from constants import METRICS_PORT, SYNAPSE_PORT, SYNAPSE_VERSION
 from workload.synapse_api import SynapseClient
 
 logger = logging.getLogger(__name__)
@@ -22,8 +22,11 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 METADATA = yaml.safe_load((ROOT / "metadata.yaml").read_text())
 APP = METADATA["name"]
-RESOURCE = METADATA["containers"][CONTAINER_NAME]["resource"]
-IMAGE = METADATA["resources"][RESOURCE]["upstream-source"]
+# Every container's image (Synapse and the nginx sidecar), as deploy needs them all.
+RESOURCES = {
+    container["resource"]: METADATA["resources"][container["resource"]]["upstream-source"]
+    for container in METADATA["containers"].values()
+}
 SERVER_NAME = "synapse.test"
 DEPLOY_TIMEOUT = 30 * 60
 SETTLE_TIMEOUT = 10 * 60
@@ -68,7 +71,7 @@ async def test_build_and_deploy(ops_test: OpsTest) -> None:
     await ops_test.model.deploy(
         charm,
         application_name=APP,
-        resources={RESOURCE: IMAGE},
+        resources=RESOURCES,
         config={"server_name": SERVER_NAME},
     )
     async with ops_test.fast_forward():

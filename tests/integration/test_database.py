@@ -12,7 +12,7 @@ import yaml
 from pytest_operator.plugin import OpsTest
 
 from constants import CONFIG_PATH, CONTAINER_NAME, DATABASE_ENDPOINT, SQLITE_PATH, SYNAPSE_PORT
-from tests.integration.test_charm import APP, DEPLOY_TIMEOUT, IMAGE, RESOURCE, SERVER_NAME, unit_address
+from tests.integration.test_charm import APP, DEPLOY_TIMEOUT, RESOURCES, SERVER_NAME, unit_address
 from workload.synapse_api import SynapseClient
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,7 @@ async def test_deploy_on_sqlite_with_a_user(ops_test: OpsTest) -> None:
     """The charm runs on SQLite and registers a user there."""
     assert ops_test.model is not None
     charm = await ops_test.build_charm(".")
-    await ops_test.model.deploy(
-        charm, application_name=APP, resources={RESOURCE: IMAGE}, config={"server_name": SERVER_NAME}
-    )
+    await ops_test.model.deploy(charm, application_name=APP, resources=RESOURCES, config={"server_name": SERVER_NAME})
     await ops_test.model.deploy(POSTGRESQL, channel=POSTGRESQL_CHANNEL, trust=True)
     async with ops_test.fast_forward():
         await ops_test.model.wait_for_idle(apps=[APP, POSTGRESQL], status="active", timeout=DEPLOY_TIMEOUT)

@@ -15,7 +15,7 @@ import yaml
 from pytest_operator.plugin import OpsTest
 
 from constants import CONFIG_PATH, CONTAINER_NAME, DATABASE_ENDPOINT, SYNAPSE_PORT
-from tests.integration.test_charm import DEPLOY_TIMEOUT, IMAGE, RESOURCE
+from tests.integration.test_charm import DEPLOY_TIMEOUT, RESOURCES
 from workload.synapse_api import SynapseClient
 
 POSTGRESQL = "postgresql-k8s"
@@ -51,7 +51,7 @@ async def test_runs_on_the_provided_database(ops_test: OpsTest, track: str) -> N
     app, postgresql = names(track)
     charm = await ops_test.build_charm(".")
     await asyncio.gather(
-        ops_test.model.deploy(charm, application_name=app, resources={RESOURCE: IMAGE}, config={"server_name": app}),
+        ops_test.model.deploy(charm, application_name=app, resources=RESOURCES, config={"server_name": app}),
         ops_test.model.deploy(POSTGRESQL, application_name=postgresql, channel=f"{track}/stable", trust=True),
     )
     await ops_test.model.integrate(f"{app}:{DATABASE_ENDPOINT}", f"{postgresql}:database")
