@@ -18,6 +18,7 @@ from tests.strategies import dns_names, ipv4s, ipv6s, ports
 from tests.unit.conftest import HOSTILE_STRINGS, record_side_effects
 from workload.nginx import (
     MAX_BODY_SIZE,
+    NGINX_TEMPLATE,
     WORKER_ENDPOINTS,
     Nginx,
     NginxRoutes,
@@ -25,6 +26,7 @@ from workload.nginx import (
     render_nginx_config,
     worker_locations,
 )
+from workload.service import TEMPLATES_DIR
 
 MAIN_UNIT = NginxRoutes(main="127.0.0.1:8008", worker=None, max_body_size=50 * 1024**2)
 WORKER_UNIT = NginxRoutes(main="10.1.2.3:8008", worker="127.0.0.1:8008", max_body_size=50 * 1024**2)
@@ -131,6 +133,13 @@ def test_config_is_self_contained_and_writes_only_under_tmp() -> None:
     assert all(path.startswith("/tmp/") for path in paths)
     assert "error_log stderr" in config
     assert "access_log off;" in config
+
+
+def test_every_template_value_goes_through_a_strict_filter() -> None:
+    expressions = re.findall(r"\{\{(.*?)\}\}", (TEMPLATES_DIR / NGINX_TEMPLATE).read_text())
+    assert expressions
+    for expression in expressions:
+        assert re.fullmatch(r" \w+ \| (quote|integer) ", expression), expression
 
 
 def test_forwarded_headers() -> None:
