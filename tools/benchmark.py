@@ -16,7 +16,16 @@ It also times a no-op hook (update-status on a running unit) with the observabil
 (metrics-endpoint, grafana-dashboard, logging with two Loki units) all related against none,
 and the one-off cost those relations add to a hook process (importing cosl).
 
-Usage: python tools/benchmark.py [--runs N] [--import-runs N]   (tox -e bench)
+Peer-relation events on a 3-unit deployment (issue 16; tests/peer_cluster.py plays Juju between
+the units): synapse/0 (leader, main) and the workers synapse/1 and synapse/2 run their first
+hooks (one start each); then peer relation-changed events that change no membership (a peer
+rewrote its address, the database record rewritten identically, a key the charm does not read
+changed in app and unit data) and update-status must make no Pebble lifecycle call, layer, push,
+relation write or secret change; synapse/3 joins and publishes its address, later synapse/2
+departs: each remaining unit restarts Synapse exactly once (its homeserver.yaml changed), and
+the same unchanged events afterwards change nothing. Any violated expectation exits 1 too.
+
+Usage: python tools/benchmark.py [--runs N] [--import-runs N] [--peer-runs N]   (tox -e bench)
 """
 
 import argparse
@@ -53,6 +62,7 @@ from constants import (  # noqa: E402
     SYNAPSE_PORT,
 )
 from tests.pebble_calls import PebbleCalls, record_pebble_calls  # noqa: E402
+from tests.peer_cluster import MAIN, Scenario, peer_event_scenario, unit_name  # noqa: E402
 from tests.unit.conftest import record_side_effects  # noqa: E402
 
 SERVER_NAME = "synapse.test"
@@ -352,6 +362,73 @@ def print_imports(times: list[float], heaviest: list[tuple[str, float]]) -> None
         print(f"    {name:<24} {ms:8.2f}")
 
 
+# The unit whose peer relation-changed the no-op charm replays for ops.testing's share.
+PEER_BASELINE_UNIT = 1
+
+
+@dataclasses.dataclass
+class PeerResult:
+    """One run of the 3-unit peer-event scenario, and ops.testing's time for a peer event on its final state."""
+
+    scenario: Scenario
+    ops_testing: list[float]
+
+
+def run_peer_scenario(baseline_runs: int) -> PeerResult:
+    """The peer-event scenario on fresh units and volumes; then NoOpCharm's peer relation-changed on synapse/1."""
+    meta, config, actions = (yaml.safe_load((ROOT / name).read_text()) for name in CHARM_YAML)
+    ctx = testing.Context(NoOpCharm, meta=meta, config=config, actions=actions, unit_id=PEER_BASELINE_UNIT)
+    with tempfile.TemporaryDirectory(prefix="synapse-bench-peers-") as tmp:
+        scenario = peer_event_scenario(Path(tmp))
+        state = scenario.final[PEER_BASELINE_UNIT]
+        peer = state.get_relations(PEER_RELATION)[0]
+        samples = []
+        for _ in range(baseline_runs):
+            began = time.perf_counter()
+            ctx.run(ctx.on.relation_changed(peer, remote_unit=MAIN), state)
+            samples.append(time.perf_counter() - began)
+    return PeerResult(scenario, samples)
+
+
+def print_peer_timings(results: list[PeerResult]) -> None:
+    """Median and max hook time per peer-scenario event over every run, and the ops.testing baseline."""
+    print(f"\nHook times on a 3-unit deployment (synapse/3 joins, synapse/2 departs), {len(results)} runs (ms)")
+    print(f"  {'event':<48} {'n':>4} {'median':>8} {'max':>8}")
+    labels: dict[str, list[float]] = {}
+    for result in results:
+        for label, samples in result.scenario.timings().items():
+            labels.setdefault(label, []).extend(samples)
+    for label, samples in labels.items():
+        print(f"  {label:<48} {len(samples):>4} {_ms(statistics.median(samples))} {_ms(max(samples))}")
+    baseline = [t for result in results for t in result.ops_testing]
+    label = "(ops.testing alone: no-op charm, peer-changed)"
+    print(f"  {label:<48} {len(baseline):>4} {_ms(statistics.median(baseline))} {_ms(max(baseline))}")
+
+
+def print_peer_restarts(results: list[PeerResult]) -> list[str]:
+    """Synapse starts/restarts per unit and phase (run 1); the violated expectations of every run."""
+    first = results[0].scenario.restarts()
+    units = sorted({unit for counts in first.values() for unit in counts})
+    print("\nSynapse starts/restarts per unit and phase, 3-unit deployment (run 1)")
+    print(f"  {'phase':<28}" + "".join(f" {unit_name(unit):>10}" for unit in units))
+    for phase, counts in first.items():
+        cells = "".join(f" {'/'.join(map(str, counts[unit])) if unit in counts else '-':>10}" for unit in units)
+        print(f"  {phase:<28}{cells}")
+    print("  expected: first hooks 1/0 each; no-membership-change phases 0/0; a join or departure 0/1 on")
+    print("  every unit that stays (1/0 on the new one)")
+    same = sum(1 for result in results[1:] if result.scenario.restarts() == first)
+    if len(results) > 1:
+        print(f"  runs 2-{len(results)}: {same} of {len(results) - 1} counted the same as run 1")
+    changes = sum(result.scenario.changes() for result in results)
+    print(f"  changes made by the no-membership-change hooks {changes:6d}   (Pebble calls, layers, pushes, writes)")
+    violations: list[str] = []
+    for number, result in enumerate(results, 1):
+        violations += [f"run {number}: {violation}" for violation in result.scenario.violations]
+    for violation in violations:
+        print(f"  VIOLATED {violation}")
+    return violations
+
+
 def print_restarts(results: list[SequenceResult]) -> bool:
     """Starts and restarts per sequence; True when every run matched the expectation."""
     print("\nSynapse starts and restarts per sequence")
@@ -374,13 +451,14 @@ def print_restarts(results: list[SequenceResult]) -> bool:
 
 
 def main() -> int:
-    """Run the benchmark; 1 when the restart count is not the expected one."""
+    """Run the benchmark; 1 when a restart count or any other expectation is not the expected one."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20, help="sequences to run (default 20)")
     parser.add_argument("--import-runs", type=int, default=10, help="interpreters to time the import in")
+    parser.add_argument("--peer-runs", type=int, default=3, help="3-unit peer-event scenarios to run (default 3)")
     args = parser.parse_args()
-    if args.runs < 1 or args.import_runs < 1:
-        parser.error("--runs and --import-runs must be at least 1")
+    if args.runs < 1 or args.import_runs < 1 or args.peer_runs < 1:
+        parser.error("--runs, --import-runs and --peer-runs must be at least 1")
 
     if synapse_port_in_use():
         print(f"note: 127.0.0.1:{SYNAPSE_PORT} is in use; hook times include the charm's version query to it")
@@ -391,19 +469,32 @@ def main() -> int:
     baseline = baseline_times(args.runs * UPDATE_STATUS_RUNS)
     none, related = noop_times(args.runs * UPDATE_STATUS_RUNS)
     cosl = cosl_import_times(args.import_runs)
+    peers = [run_peer_scenario(UPDATE_STATUS_RUNS) for _ in range(args.peer_runs)]
     print_timings(results, baseline)
+    print_peer_timings(peers)
     print_imports(times, heaviest)
     print_observability(none, related, cosl, statistics.median(times))
     changes = none.changes + related.changes
+    violations = print_peer_restarts(peers)
     ok = print_restarts(results)
     print(f"\nbenchmark took {time.perf_counter() - began:.1f} s")
+    failed = False
     if not ok:
         print(f"FAIL: expected {EXPECTED_STARTS} start and {EXPECTED_RESTARTS} restart in every sequence")
-        return 1
+        failed = True
     if changes:
         print(f"FAIL: the no-op hooks with the observability relations made {changes} changes")
+        failed = True
+    if violations:
+        print(f"FAIL: {len(violations)} expectations of the 3-unit peer-event scenario violated (VIOLATED above)")
+        failed = True
+    if failed:
         return 1
     print(f"OK: {EXPECTED_STARTS} start and {EXPECTED_RESTARTS} restart in each of {len(results)} sequences")
+    print(
+        f"OK: 3-unit peer events restart nothing unless membership changed, then each remaining unit once "
+        f"({len(peers)} runs)"
+    )
     return 0
 
 
