@@ -19,6 +19,8 @@ from constants import (
     MEDIA_ENDPOINT,
     METRICS_ENDPOINT,
     METRICS_PORT,
+    NGINX_CONTAINER,
+    NGINX_PORT,
     NGINX_ROUTE_ENDPOINT,
     PEER_RELATION,
     REDIS_ENDPOINT,
@@ -45,9 +47,10 @@ from relations.saml import SamlRequires
 from relations.smtp import SmtpRequires
 from routing import ProxyRelations, RoutingError, well_known
 from server_secrets import ensure_server_secrets
-from state import CharmState, InvalidStateError, S3Connection, Workers
+from state import CharmState, InvalidStateError, S3Connection, Workers, format_host_port, size_in_bytes
 from topology import Topology, build_topology
 from user_actions import ActionContext, UserActions
+from workload.nginx import Nginx, NginxRoutes, render_nginx_config
 from workload.saml import check_saml_support
 from workload.service import MEDIA_PROVIDER_MODULE, Workload, render_files
 from workload.synapse_api import SynapseAnswerError, SynapseAPIError, SynapseClient, SynapseUnavailableError
@@ -62,6 +65,7 @@ class SynapseCharm(ops.CharmBase):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER_NAME)
         self.workload = Workload(self.container)
+        self.nginx = Nginx(self.unit.get_container(NGINX_CONTAINER))
         self.database = DatabaseRequires(self, DATABASE_ENDPOINT)
         self.legacy_db = LegacyDatabaseRequires(self, LEGACY_DB_ENDPOINT)
         self.main_unit = MainUnit(self)
@@ -92,6 +96,7 @@ class SynapseCharm(ops.CharmBase):
             self.on[CONTAINER_NAME].pebble_ready,
             self.on[CONTAINER_NAME].pebble_check_failed,
             self.on[CONTAINER_NAME].pebble_check_recovered,
+            self.on[NGINX_CONTAINER].pebble_ready,
             self.on[PEER_RELATION].relation_created,
             self.on[PEER_RELATION].relation_changed,
             self.on[PEER_RELATION].relation_departed,
@@ -315,6 +320,13 @@ class SynapseCharm(ops.CharmBase):
         outcome = self.database_lifecycle.prepare(evaluated) if isinstance(evaluated, PrepareDatabase) else evaluated
         self._outcome = outcome
         self._publish_observability(scraped=isinstance(outcome, Desired))
+        self._apply(outcome)
+        routes = self._nginx_routes(outcome)
+        if routes is not None:
+            self.nginx.apply(render_nginx_config(routes))
+
+    def _apply(self, outcome: Desired | Standby | Hold | Stop) -> None:
+        """Bring Synapse's container to `outcome` (a database already prepared)."""
         if isinstance(outcome, Desired):
             self.workload.apply(outcome.files, outcome.role)
             self._set_workload_version()
@@ -333,6 +345,26 @@ class SynapseCharm(ops.CharmBase):
             self.workload.keep_running("main")
         elif self.workload.is_worker_configured():
             self.workload.keep_running("worker")
+
+    def _nginx_routes(self, outcome: Outcome) -> NginxRoutes | None:
+        """Where this unit's nginx sends requests; None (nginx left as it is) while the main's address is unknown.
+
+        The worker endpoints go to this unit's worker, if it runs one; everything else to the main.
+        """
+        try:
+            max_body_size = size_in_bytes(self._charm_state().config.max_upload_size)
+        except InvalidStateError:
+            return None
+        main = self.main_unit.recorded() or (self.unit.name if self.unit.is_leader() else None)
+        local = format_host_port("127.0.0.1", SYNAPSE_PORT)
+        if main == self.unit.name:
+            main_upstream = local
+        elif main is not None and (address := self.peers.addresses().get(main)) is not None:
+            main_upstream = format_host_port(address, SYNAPSE_PORT)
+        else:
+            return None
+        worker = local if isinstance(outcome, Desired) and outcome.role == "worker" else None
+        return NginxRoutes(main=main_upstream, worker=worker, max_body_size=max_body_size)
 
     def _publish_main_unit(self) -> None:
         """The leader mirrors the main unit's database record, then records the main unit (writes only on change).
@@ -389,7 +421,7 @@ class SynapseCharm(ops.CharmBase):
         nginx-route's hostnames come from the config: with invalid config (Blocked) the last
         request stays as it is.
         """
-        self.ingress.publish(SYNAPSE_PORT)
+        self.ingress.publish(NGINX_PORT)
         if not self.nginx_route.is_related() or not self.unit.is_leader():
             return
         try:
@@ -404,7 +436,7 @@ class SynapseCharm(ops.CharmBase):
                 hostname=hosts[0],
                 additional_hostnames=hosts[1:],
                 service_name=self.app.name,
-                service_port=SYNAPSE_PORT,
+                service_port=NGINX_PORT,
                 namespace=self.model.name,
                 max_body_size_mib=size_in_mebibytes(state.config.max_upload_size),
             )

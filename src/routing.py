@@ -127,7 +127,7 @@ class Routing(BaseModel):
 
     public_baseurl: str
     source: Source = "server_name"
-    # A reverse proxy is related: trust its X-Forwarded-* headers (the listener's x_forwarded).
+    # A reverse proxy is related (traefik's ingress or nginx-route).
     proxied: bool = False
     serve_server_wellknown: bool = False
     nginx_route_hosts: tuple[str, ...] = ()

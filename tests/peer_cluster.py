@@ -276,12 +276,20 @@ class PeerCluster:
     # -- states ------------------------------------------------------------------------------
 
     def _containers(self, data_dir: Path) -> frozenset[testing.Container]:
-        """Every container of metadata.yaml, connectable; /data of the synapse container on `data_dir`."""
+        """Every container of metadata.yaml, connectable; /data of the synapse container on `data_dir`.
+
+        Every other container gets its own directory at /etc/<name> (nginx's config lives there), so
+        its files last from hook to hook as a pod's do.
+        """
         containers = []
         for name in self.meta.get("containers") or {}:
             mounts = {}
             if name == CONTAINER_NAME:
                 mounts = {"data": testing.Mount(location=str(DATA_DIR), source=data_dir)}
+            else:
+                etc = data_dir.parent / f"{data_dir.name}-{name}-etc"
+                etc.mkdir(parents=True, exist_ok=True)
+                mounts = {"etc": testing.Mount(location=f"/etc/{name}", source=etc)}
             execs = {testing.Exec(EXEC_MOCKS[name])} if name in EXEC_MOCKS else set()
             containers.append(testing.Container(name, can_connect=True, mounts=mounts, execs=execs))
         return frozenset(containers)

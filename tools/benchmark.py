@@ -57,6 +57,7 @@ from constants import (  # noqa: E402
     GRAFANA_DASHBOARD_ENDPOINT,
     LOGGING_ENDPOINT,
     METRICS_ENDPOINT,
+    NGINX_CONTAINER,
     PEER_RELATION,
     SERVICE_NAME,
     SYNAPSE_PORT,
@@ -104,7 +105,7 @@ def initial_state(data_dir: Path) -> testing.State:
     return testing.State(
         leader=True,
         config={"server_name": SERVER_NAME},
-        containers={container},
+        containers={container, testing.Container(NGINX_CONTAINER, can_connect=False)},
         relations={testing.PeerRelation(endpoint=PEER_RELATION)},
     )
 

@@ -120,7 +120,9 @@ def render_homeserver_config(state: CharmState) -> str:
         .get_template("homeserver.yaml.j2")
         .render(
             config=config,
-            x_forwarded=state.proxied,
+            # nginx (src/workload/nginx.py) is in front of every Synapse process and replaces
+            # X-Forwarded-For with the client address it saw, so Synapse believes it.
+            x_forwarded=True,
             workers=state.workers if state.workers is not None and state.workers.active else None,
             replication_port=REPLICATION_PORT,
             serve_server_wellknown=state.serve_server_wellknown,
@@ -160,7 +162,7 @@ def render_worker_config(state: CharmState, worker_name: str) -> str:
         .get_template("worker.yaml.j2")
         .render(
             worker_name=worker_name,
-            x_forwarded=state.proxied,
+            x_forwarded=True,  # behind nginx, as the main's listener
             synapse_port=SYNAPSE_PORT,
             replication_port=REPLICATION_PORT,
             metrics_port=METRICS_PORT,

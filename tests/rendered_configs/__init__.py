@@ -28,7 +28,7 @@ import ops
 from ops import testing
 
 from charm import SynapseCharm
-from constants import CONTAINER_NAME, DATA_DIR, PEER_RELATION
+from constants import CONTAINER_NAME, DATA_DIR, NGINX_CONTAINER, PEER_RELATION
 from server_secrets import ServerSecrets
 from state import CharmConfig, CharmState, InvalidStateError
 from workload.service import render_files
@@ -74,7 +74,8 @@ class Stage:
         return testing.State(
             leader=True,
             config={**BASE_CONFIG, **(config or {})},
-            containers={container or self.container()},
+            # the pod's nginx container, not up: the charm renders Synapse's files all the same
+            containers={container or self.container(), testing.Container(NGINX_CONTAINER, can_connect=False)},
             relations={testing.PeerRelation(PEER_RELATION), *relations},
             **kwargs,
         )

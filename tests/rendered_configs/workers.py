@@ -9,6 +9,7 @@ from ops import testing
 
 from charm import SynapseCharm
 from constants import (
+    NGINX_CONTAINER,
     PEER_ADDRESS_KEY,
     PEER_DATABASE_KEY,
     PEER_MAIN_UNIT_KEY,
@@ -57,7 +58,7 @@ def _unit_of_three(stage: Stage, number: int) -> testing.State:
     return testing.State(
         leader=number == 0,
         config={"server_name": "example.com"},
-        containers={stage.container()},
+        containers={stage.container(), testing.Container(NGINX_CONTAINER, can_connect=False)},
         relations={peer, database, redis},
         secrets={secret},
         networks={network},

@@ -36,6 +36,7 @@ from constants import (
     CHECK_READY,
     CONTAINER_NAME,
     DATA_DIR,
+    NGINX_CONTAINER,
     PEER_RELATION,
     SERVICE_NAME,
     SYNAPSE_VERSION,
@@ -403,8 +404,9 @@ class CharmEnv:
     def with_checks(state: testing.State, *checks: testing.CheckInfo) -> testing.State:
         """`state` with the container's Pebble check infos replaced."""
         container = state.get_container(CONTAINER_NAME)
+        others = {other for other in state.containers if other.name != CONTAINER_NAME}
         return dataclasses.replace(
-            state, containers=frozenset({dataclasses.replace(container, check_infos=frozenset(checks))})
+            state, containers=frozenset({*others, dataclasses.replace(container, check_infos=frozenset(checks))})
         )
 
     def ready(self, state: testing.State, successes: int | None = 1) -> testing.State:
@@ -444,6 +446,39 @@ class CharmEnv:
         """The one Juju secret in `state`."""
         (secret,) = state.secrets
         return secret
+
+
+def with_pod_containers(state: testing.State) -> testing.State:
+    """`state` with the pod's nginx container (not up) when a test left it out.
+
+    Juju always gives the charm both containers; most tests here are about Synapse's and
+    leave nginx out, so its container is there but not up yet (as before its pebble-ready),
+    and the charm leaves it alone. Tests of nginx put it in the State themselves.
+    """
+    if any(container.name == NGINX_CONTAINER for container in state.containers):
+        return state
+    nginx = testing.Container(NGINX_CONTAINER, can_connect=False)
+    return dataclasses.replace(state, containers=frozenset({*state.containers, nginx}))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _pod_containers() -> Iterator[None]:
+    """Every SynapseCharm run gets the pod's nginx container (see `with_pod_containers`).
+
+    Session-wide, so module-scoped fixtures that run the charm get it too.
+    """
+    run, manager = testing.Context.run, testing.Context.__call__
+
+    def _for_synapse(ctx: testing.Context[typing.Any], state: testing.State) -> testing.State:
+        containers = ctx.charm_spec.meta.get("containers") or {}
+        return with_pod_containers(state) if NGINX_CONTAINER in containers else state
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(testing.Context, "run", lambda ctx, event, state: run(ctx, event, _for_synapse(ctx, state)))
+        monkeypatch.setattr(
+            testing.Context, "__call__", lambda ctx, event, state: manager(ctx, event, _for_synapse(ctx, state))
+        )
+        yield
 
 
 @pytest.fixture

@@ -1002,9 +1002,12 @@ class CharmDriver:
             can_connect=True,
             mounts={"data": testing.Mount(location=str(DATA_DIR), source=data_dir)},
         )
-        containers = {container}
+        # Without nginx enabled the pod's nginx container is there but not up yet (as before its
+        # pebble-ready): the charm leaves it alone.
+        containers = {container, testing.Container(NGINX_CONTAINER, can_connect=False)}
         self.nginx: NginxProcess | None = None
         if nginx:
+            containers = {container}
             self.nginx = NginxProcess(
                 data_dir.parent / f"{data_dir.name}-nginx", self.view, data_dir.parent / f"{data_dir.name}-nginx.log"
             )

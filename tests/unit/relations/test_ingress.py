@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ops import testing
 
-from constants import INGRESS_ENDPOINT, SYNAPSE_PORT
+from constants import INGRESS_ENDPOINT, NGINX_PORT
 from tests.strategies import mangled_json
 from tests.unit.conftest import HOSTILE_STRINGS, CharmEnv, run_recording_relation_sets
 
@@ -87,9 +87,10 @@ def test_leader_requests_a_route_in_traefiks_shape(env: CharmEnv) -> None:
     """App data is model, name, port and strip-prefix, every value JSON; unit data host and ip."""
     relation = ingress_relation()
     out = run(env, relation).get_relation(relation.id)
-    assert dict(out.local_app_data) == {"model": '"chat"', "name": '"synapse"', "port": "8008", "strip-prefix": "true"}
+    # the port is the pod's nginx, which sends each request to the process that serves it
+    assert dict(out.local_app_data) == {"model": '"chat"', "name": '"synapse"', "port": "8080", "strip-prefix": "true"}
     app = traefik_load(out.local_app_data, TraefikAppData)
-    expected = {"model": MODEL, "name": "synapse", "port": SYNAPSE_PORT, "strip-prefix": True}
+    expected = {"model": MODEL, "name": "synapse", "port": NGINX_PORT, "strip-prefix": True}
     assert app == TraefikAppData.model_validate(expected)
     unit = traefik_load(out.local_unit_data, TraefikUnitData)
     assert unit == TraefikUnitData(host=FQDN, ip=UNIT_IP)
@@ -107,7 +108,7 @@ def test_stale_keys_are_replaced_and_nothing_is_rewritten(env: CharmEnv) -> None
     """A wrong value is corrected; a second hook writes nothing at all."""
     relation = ingress_relation(local_app_data={"port": "80", "model": '"chat"'})
     first = run(env, relation)
-    assert typing.cast(dict[str, str], first.get_relation(relation.id).local_app_data)["port"] == "8008"
+    assert typing.cast(dict[str, str], first.get_relation(relation.id).local_app_data)["port"] == "8080"
     _, _, sets = run_recording_relation_sets(env.ctx, env.ctx.on.update_status(), first)
     assert sets == []
 

@@ -50,7 +50,7 @@ def test_request_for_the_server_name_host(env: CharmEnv) -> None:
     assert out == {
         "service-hostname": "example.com",
         "service-name": "synapse",
-        "service-port": "8008",
+        "service-port": "8080",  # the pod's nginx
         "service-namespace": MODEL,
         "max-body-size": "50",
     }
@@ -73,7 +73,7 @@ def test_a_key_no_longer_needed_is_removed_and_a_no_op_writes_nothing(env: Charm
     relation = route_relation(local_app_data={"additional-hostnames": "example.com", "service-port": "80"})
     first = run(env, relation)
     assert "additional-hostnames" not in app_data(first, relation)
-    assert app_data(first, relation)["service-port"] == "8008"
+    assert app_data(first, relation)["service-port"] == "8080"
     _, _, sets = run_recording_relation_sets(env.ctx, env.ctx.on.config_changed(), first)
     assert sets == []
 
