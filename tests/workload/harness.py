@@ -468,7 +468,10 @@ class SystemView:
         private /tmp, which may hold the other binds' sources).
         """
         mounts = [*binds, *self.binds(), *last_binds]
-        steps = [f'mount --bind "${index}" {shlex.quote(str(target))}' for index, (_, target) in enumerate(mounts, 1)]
+        # ${N}, not $N: the shell reads $10 as $1 followed by "0".
+        steps = [
+            f'mount --bind "${{{index}}}" {shlex.quote(str(target))}' for index, (_, target) in enumerate(mounts, 1)
+        ]
         if working_dir is not None:
             steps.append(f"cd {shlex.quote(working_dir)}")
         script = " && ".join([*steps, f"shift {len(mounts)}", 'exec "$@"'])
