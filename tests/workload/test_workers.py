@@ -6,8 +6,9 @@ Redis (Debian's) run on `db.test`; a real Matrix client (matrix-nio) runs on `cl
 The tests run in file order on one cluster: first all three units, then one worker stops,
 then the application scales down to two units.
 
-The client reaches a worker unit's Synapse on its address (port 8008) until the nginx sidecar
-is in the charm; then it goes through that unit's nginx.
+Every unit's pod also has its nginx container, run on Debian's nginx with the config that
+unit rendered (tests/workload/harness.py); the client always goes through a unit's nginx, on
+NGINX_PORT at the unit's address, as ingress and nginx-route send it.
 """
 
 import dataclasses
@@ -24,7 +25,18 @@ import ops
 import pytest
 import yaml
 
-from constants import CONFIG_PATH, DATA_DIR, METRICS_PATH, SERVICE_NAME, SYNAPSE_PORT, WORKER_CONFIG_PATH
+from constants import (
+    CONFIG_PATH,
+    DATA_DIR,
+    METRICS_PATH,
+    NGINX_CONFIG_PATH,
+    NGINX_CONTAINER,
+    NGINX_PORT,
+    NGINX_SERVICE,
+    SERVICE_NAME,
+    SYNAPSE_PORT,
+    WORKER_CONFIG_PATH,
+)
 from tests.workload import harness
 from tests.workload.cluster import Backends, Cluster
 from tests.workload.netns import TestHost, TestNetwork
@@ -72,6 +84,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, synapse_venv: Path) -> Itera
             network,
             {"server_name": SERVER_NAME, "ip_range_whitelist": str(network.subnet)},
             venv=synapse_venv,
+            nginx=True,
         )
         try:
             cluster.relate(*backends.database_relation(secret=True))
@@ -112,8 +125,15 @@ def requests_received(cluster: Cluster, unit_id: int, servlet: str) -> float:
 
 
 def entry_url(world: World, unit_id: int) -> str:
-    """Where clients reach a unit: its address and the port the charm serves on."""
-    return f"http://{world.cluster.unit(unit_id).address}:{SYNAPSE_PORT}"
+    """Where clients reach a unit: its nginx, on the unit's address."""
+    return f"http://{world.cluster.unit(unit_id).address}:{NGINX_PORT}"
+
+
+def nginx_config(cluster: Cluster, unit_id: int) -> str:
+    """The nginx.conf a unit's charm pushed (where that unit's nginx reads it)."""
+    nginx = cluster.driver(unit_id).nginx
+    assert nginx is not None
+    return (nginx.config_dir / Path(str(NGINX_CONFIG_PATH)).name).read_text()
 
 
 def matrix_client(world: World, homeserver_url: str, steps: list[dict[str, typing.Any]]) -> list[typing.Any]:
@@ -186,11 +206,33 @@ def test_the_main_and_two_workers_run_each_from_its_own_units_files(world: World
     assert not host_file(cluster, 0, WORKER_CONFIG_PATH).exists()
     names = [yaml.safe_load(host_file(cluster, unit_id, WORKER_CONFIG_PATH).read_text()) for unit_id in (1, 2)]
     assert [worker["worker_name"] for worker in names] == ["synapse-1", "synapse-2"]
+    # Each unit's nginx sends to its own worker, and the rest to the main.
+    main_upstream = f"{addresses[0]}:{SYNAPSE_PORT}"
+    for unit_id in (1, 2):
+        assert f'server "127.0.0.1:{SYNAPSE_PORT}"' in nginx_config(cluster, unit_id)
+        assert f'server "{main_upstream}"' in nginx_config(cluster, unit_id)
     # Converged: another round of hooks restarts nothing.
     starts = [cluster.driver(unit_id).starts for unit_id in (0, 1, 2)]
     cluster.run_all("update_status")
     assert [cluster.driver(unit_id).starts for unit_id in (0, 1, 2)] == starts
     assert all(cluster.driver(unit_id).last_calls.restarts == 0 for unit_id in (0, 1, 2))
+
+
+def test_each_units_nginx_accepts_its_config_and_serves(world: World) -> None:
+    for unit_id in (0, 1, 2):
+        driver = world.cluster.driver(unit_id)
+        nginx = driver.nginx
+        assert nginx is not None
+        assert nginx.is_alive()
+        assert nginx.starts == 1
+        assert driver.nginx_container.service_statuses[NGINX_SERVICE] == ops.pebble.ServiceStatus.ACTIVE
+        assert NGINX_SERVICE in driver.state.get_container(NGINX_CONTAINER).plan.services
+        checked = subprocess.run(nginx.argv(["nginx", "-t"]), capture_output=True, text=True, check=False)
+        assert checked.returncode == 0, checked.stderr
+        assert "syntax is ok" in checked.stderr
+        with driver.entered():
+            status, body = harness.http_get("/health", base_url=f"http://127.0.0.1:{NGINX_PORT}")
+        assert (status, body) == (200, b"OK")
 
 
 def test_a_client_through_a_worker_unit_is_served_by_the_worker_and_read_back_on_the_main(world: World) -> None:
@@ -234,6 +276,8 @@ def test_scaling_down_to_two_units_converges_and_traffic_still_flows(world: Worl
     cluster = world.cluster
     room_id = world.room_id
     starts = [cluster.driver(unit_id).starts for unit_id in (0, 1)]
+    routes = [nginx_config(cluster, unit_id) for unit_id in (0, 1)]
+    reloads = [typing.cast(harness.NginxProcess, cluster.driver(unit_id).nginx).reloads for unit_id in (0, 1)]
 
     cluster.remove_unit(2)
 
@@ -245,5 +289,9 @@ def test_scaling_down_to_two_units_converges_and_traffic_still_flows(world: Worl
         assert cluster.status(unit_id) == ops.ActiveStatus(), cluster.status(unit_id)
     # The shared file changed once: each remaining process restarted once.
     assert [cluster.driver(unit_id).starts - before for unit_id, before in zip((0, 1), starts, strict=True)] == [1, 1]
+    # Nobody's routes changed: each nginx runs on, never reloaded.
+    assert [nginx_config(cluster, unit_id) for unit_id in (0, 1)] == routes
+    nginxes = [typing.cast(harness.NginxProcess, cluster.driver(unit_id).nginx) for unit_id in (0, 1)]
+    assert [(nginx.starts, nginx.reloads) for nginx in nginxes] == [(1, reloads[0]), (1, reloads[1])]
     token = send_and_sync(world, 1, room_id, "after scaling down")
     assert "after scaling down" in message_bodies_on_main(world, token, room_id)
