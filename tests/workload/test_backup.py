@@ -60,10 +60,14 @@ def with_backup(driver: harness.CharmDriver, relation: testing.Relation, *secret
 
 
 def server_identity(driver: harness.CharmDriver) -> dict[str, str]:
-    """The content of the server's Juju secret."""
+    """The server's identity in its Juju secret: all of its content but the worker replication
+    secret (which authenticates this deployment's processes to each other, and is not backed up).
+    """
     for secret in driver.state.secrets:
         if secret.label == SECRET_LABEL:
-            return dict(secret.latest_content or secret.tracked_content)
+            content: dict[str, str] = dict(secret.latest_content or secret.tracked_content)
+            assert content.pop("worker-replication-secret")
+            return content
     raise AssertionError("no server secret")
 
 

@@ -160,7 +160,7 @@ def test_secret_files_are_private_and_config_holds_no_secret(deployed: harness.C
     assert stat.S_IMODE(host_path(deployed, SECRETS_DIR).stat().st_mode) == 0o700
     config = host_path(deployed, CONFIG_PATH).read_text()
     values = server_secret_values(deployed)
-    assert len(values) == 4
+    assert len(values) == 5  # signing key, registration, macaroon, form and worker replication secrets
     for value in values:
         assert value not in config
     assert host_path(deployed, SIGNING_KEY_PATH).read_text().split()[-1] in values
