@@ -1,6 +1,7 @@
 """Several units: the main process on one, a generic worker on every other (PostgreSQL + Redis), standby otherwise."""
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from charm import SynapseCharm
 from constants import (
     CONFIG_PATH,
     CONTAINER_NAME,
+    NGINX_CONTAINER,
+    NGINX_SERVICE,
     PEER_ADDRESS_KEY,
     PEER_DATABASE_KEY,
     PEER_MAIN_UNIT_KEY,
@@ -158,12 +161,51 @@ def unit_env(env: CharmEnv, number: int) -> CharmEnv:
     return env
 
 
-def run_unit(env: CharmEnv, app: Deployment, number: int, units: typing.Iterable[int]) -> Unit:
-    """Run config-changed on unit `number` of `units` with a fresh volume (`env` then runs as that unit)."""
+def run_unit(
+    env: CharmEnv, app: Deployment, number: int, units: typing.Iterable[int], nginx_etc: Path | None = None
+) -> Unit:
+    """Run config-changed on unit `number` of `units` with a fresh volume (`env` then runs as that unit).
+
+    With `nginx_etc`, the pod's nginx container is up, its /etc/nginx on that directory.
+    """
     data_dir = env.new_data_dir()
     unit_env(env, number)
-    out = env.run(env.ctx.on.config_changed(), app.state(env, number, list(units), data_dir))
+    state = app.state(env, number, list(units), data_dir)
+    if nginx_etc is not None:
+        nginx = testing.Container(
+            NGINX_CONTAINER,
+            can_connect=True,
+            mounts={"etc": testing.Mount(location="/etc/nginx", source=nginx_etc)},
+            execs={testing.Exec(["nginx"])},
+        )
+        state = dataclasses.replace(state, containers=frozenset({*state.containers, nginx}))
+    out = env.run(env.ctx.on.config_changed(), state)
     return Unit(out, data_dir)
+
+
+def upstreams(nginx_etc: Path) -> dict[str, str]:
+    """The upstreams of the nginx.conf the charm pushed: name -> server."""
+    found = re.findall(r'upstream (\w+) \{\s*server "([^"]+)";', (nginx_etc / "nginx.conf").read_text())
+    return dict(found)
+
+
+@pytest.mark.parametrize(
+    ("number", "redis", "expected"),
+    [
+        (0, True, {"synapse_main": "127.0.0.1:8008"}),
+        (1, True, {"synapse_main": f"{address(0)}:8008", "synapse_worker": "127.0.0.1:8008"}),
+        (1, False, {"synapse_main": f"{address(0)}:8008"}),  # standby: everything to the main
+    ],
+)
+def test_each_units_nginx_routes_to_its_worker_and_the_main(
+    env: CharmEnv, tmp_path: Path, number: int, redis: bool, expected: dict[str, str]
+) -> None:
+    etc = tmp_path / "nginx-etc"
+    etc.mkdir()
+    unit = run_unit(env, deployment(redis=redis), number, range(3), nginx_etc=etc)
+    assert upstreams(etc) == expected
+    nginx = unit.state.get_container(NGINX_CONTAINER)
+    assert nginx.service_statuses.get(NGINX_SERVICE) == ops.pebble.ServiceStatus.ACTIVE
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 5])
