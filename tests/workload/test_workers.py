@@ -4,7 +4,7 @@ Every unit is a host of its own on a private network (tests/workload/cluster.py)
 Synapse process its own rendered layer and files say, from its own data dir. PostgreSQL and
 Redis (Debian's) run on `db.test`; a real Matrix client (matrix-nio) runs on `client.test`.
 The tests run in file order on one cluster: first all three units, then one worker stops,
-then the application scales down to two units.
+then the application scales down to two units, and last the main unit leaves.
 
 Every unit's pod also has its nginx container, run on Debian's nginx with the config that
 unit rendered (tests/workload/harness.py); the client always goes through a unit's nginx, on
@@ -33,6 +33,7 @@ from constants import (
     NGINX_CONTAINER,
     NGINX_PORT,
     NGINX_SERVICE,
+    PEER_MAIN_UNIT_KEY,
     SERVICE_NAME,
     SYNAPSE_PORT,
     WORKER_CONFIG_PATH,
@@ -152,9 +153,9 @@ def matrix_client(world: World, homeserver_url: str, steps: list[dict[str, typin
     return typing.cast(list[typing.Any], answer["results"])
 
 
-def message_bodies_on_main(world: World, token: str, room_id: str) -> list[str]:
-    """The room's text messages as the main process serves them (newest first)."""
-    with world.cluster.driver(0).entered():
+def message_bodies_on_main(world: World, token: str, room_id: str, main: int = 0) -> list[str]:
+    """The room's text messages as the main process (on unit `main`) serves them (newest first)."""
+    with world.cluster.driver(main).entered():
         status, page = harness.http_json(
             "GET", f"/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=50", token=token
         )
@@ -295,3 +296,23 @@ def test_scaling_down_to_two_units_converges_and_traffic_still_flows(world: Worl
     assert [(nginx.starts, nginx.reloads) for nginx in nginxes] == [(1, reloads[0]), (1, reloads[1])]
     token = send_and_sync(world, 1, room_id, "after scaling down")
     assert "after scaling down" in message_bodies_on_main(world, token, room_id)
+
+
+def test_the_main_unit_leaves_and_the_leader_takes_over_with_everything(world: World) -> None:
+    """With the data in PostgreSQL, the unit left becomes the main (and leader) and serves the whole history."""
+    cluster = world.cluster
+
+    cluster.remove_unit(0)
+
+    assert cluster.leader == 1
+    assert cluster.app_data()[PEER_MAIN_UNIT_KEY] == "synapse/1"
+    spec = cluster.driver(1).process.spec
+    assert spec is not None and spec.command == MAIN_COMMAND
+    assert not host_file(cluster, 1, WORKER_CONFIG_PATH).exists()
+    assert "instance_map" not in homeserver(cluster, 1)
+    assert f'server "127.0.0.1:{SYNAPSE_PORT}"' in nginx_config(cluster, 1)
+    cluster.run_all("update_status")
+    assert cluster.status(1) == ops.ActiveStatus(), cluster.status(1)
+    token = send_and_sync(world, 1, world.room_id, "on the new main")
+    bodies = message_bodies_on_main(world, token, world.room_id, main=1)
+    assert {"hello from a worker", "while synapse-2 is down", "after scaling down", "on the new main"} <= set(bodies)
