@@ -23,12 +23,12 @@ import functools
 import ipaddress
 import logging
 import re
-import typing
 
 import jinja2
 import ops
 
 from constants import NGINX_CONFIG_PATH, NGINX_CONTAINER, NGINX_PORT, NGINX_SERVICE
+from workload.pebble import layer_differs
 from workload.service import TEMPLATES_DIR
 
 logger = logging.getLogger(__name__)
@@ -282,15 +282,7 @@ class Nginx:
 
     def _layer_changed(self, layer: ops.pebble.LayerDict) -> bool:
         """Whether the plan differs from `layer` for nginx's service or check."""
-        plan: dict[str, typing.Any] = dict(self.container.get_plan().to_dict())
-        wanted: dict[str, typing.Any] = dict(ops.pebble.Layer(layer).to_dict())
-        for section in ("services", "checks"):
-            current: dict[str, typing.Any] = plan.get(section, {})
-            for name, spec in wanted.get(section, {}).items():
-                have = current.get(name, {})
-                if any(have.get(key) != value for key, value in spec.items()):
-                    return True
-        return False
+        return layer_differs(self.container.get_plan(), layer)
 
     def is_running(self) -> bool:
         """Whether Pebble reports nginx as running."""

@@ -45,6 +45,7 @@ from constants import (
 from server_secrets import ServerSecrets
 from state import CharmState, validate_server_name
 from topology import Role
+from workload.pebble import layer_differs
 
 logger = logging.getLogger(__name__)
 
@@ -377,15 +378,7 @@ class Workload:
 
     def _layer_changed(self, layer: ops.pebble.LayerDict) -> bool:
         """Whether the plan differs from `layer` for Synapse's service or checks."""
-        plan: dict[str, typing.Any] = dict(self.plan().to_dict())
-        wanted: dict[str, typing.Any] = dict(ops.pebble.Layer(layer).to_dict())
-        for section in ("services", "checks"):
-            current: dict[str, typing.Any] = plan.get(section, {})
-            for name, spec in wanted.get(section, {}).items():
-                have = current.get(name, {})
-                if any(have.get(key) != value for key, value in spec.items()):
-                    return True
-        return False
+        return layer_differs(self.plan(), layer)
 
     def is_running(self) -> bool:
         """Whether Pebble reports Synapse's service as running."""

@@ -337,15 +337,21 @@ class CharmEnv:
     """Builds ops.testing states for the Synapse charm around one host directory mounted at /data."""
 
     def __init__(self, tmp_path: Path):
+        self.ctx = self.context()
+        self.tmp_path = tmp_path
+        self.data_dir = self.new_data_dir()
+
+    @staticmethod
+    def context(unit_id: int = 0) -> testing.Context[SynapseCharm]:
+        """An ops.testing Context of the charm, running hooks as unit `synapse/<unit_id>`."""
         meta, config, actions = charm_spec()
-        self.ctx = testing.Context(
+        return testing.Context(
             SynapseCharm,
             meta=dict(meta),
             config=dict(config) if config is not None else None,
             actions=dict(actions) if actions is not None else None,
+            unit_id=unit_id,
         )
-        self.tmp_path = tmp_path
-        self.data_dir = self.new_data_dir()
 
     def new_data_dir(self) -> Path:
         """A fresh, empty directory to mount at /data (a new or wiped volume)."""

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from ops import testing
 
-from charm import SynapseCharm
 from constants import (
     CONFIG_PATH,
     CONTAINER_NAME,
@@ -29,7 +28,7 @@ from constants import (
 )
 from server_secrets import ServerSecrets
 from state import DatabaseRecord
-from tests.unit.conftest import CharmEnv, charm_spec, record_side_effects
+from tests.unit.conftest import CharmEnv, record_side_effects
 from tests.unit.test_charm_database import APP, database_relation, provider_data
 from topology import MAIN_INSTANCE, build_topology, worker_name
 
@@ -148,19 +147,6 @@ class Unit(typing.NamedTuple):
         return status == ops.pebble.ServiceStatus.ACTIVE
 
 
-def unit_env(env: CharmEnv, number: int) -> CharmEnv:
-    """`env` running hooks as unit `synapse/<number>` (same volumes directory)."""
-    meta, config, actions = charm_spec()
-    env.ctx = testing.Context(
-        SynapseCharm,
-        meta=dict(meta),
-        config=dict(config) if config is not None else None,
-        actions=dict(actions) if actions is not None else None,
-        unit_id=number,
-    )
-    return env
-
-
 def run_unit(
     env: CharmEnv, app: Deployment, number: int, units: typing.Iterable[int], nginx_etc: Path | None = None
 ) -> Unit:
@@ -169,7 +155,7 @@ def run_unit(
     With `nginx_etc`, the pod's nginx container is up, its /etc/nginx on that directory.
     """
     data_dir = env.new_data_dir()
-    unit_env(env, number)
+    env.ctx = env.context(number)  # env now runs hooks as this unit
     state = app.state(env, number, list(units), data_dir)
     if nginx_etc is not None:
         nginx = testing.Container(
