@@ -490,7 +490,20 @@ class SynapseCharm(ops.CharmBase):
         routing = outcome.state.routing if isinstance(outcome, Desired) else None
         if routing is not None and routing.waiting:
             event.add_status(ops.WaitingStatus(routing.waiting))
-        event.add_status(ops.ActiveStatus(routing.notice if routing is not None else ""))
+        notes = [self._role_note(outcome), routing.notice if routing is not None else ""]
+        event.add_status(ops.ActiveStatus("; ".join(note for note in notes if note)))
+
+    @staticmethod
+    def _role_note(outcome: Outcome) -> str:
+        """What an Active unit runs, once there are workers ("" for a main running alone)."""
+        workers = outcome.state.workers if isinstance(outcome, Desired) else None
+        if workers is None or not workers.active:
+            return ""
+        topology = workers.topology
+        if topology.role == "worker":
+            return f"generic worker {topology.this_worker} (main process on {topology.main.unit})"
+        count = len(topology.workers)
+        return f"main process, with {count} generic worker{'s' if count > 1 else ''}"
 
     # -- actions -------------------------------------------------------------------------------
 

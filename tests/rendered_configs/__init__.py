@@ -149,7 +149,7 @@ def render_one(ctx: testing.Context[SynapseCharm], name: str, builder: Builder, 
     state = builder(stage)
     started = stage.run(ctx.on.pebble_ready(state.get_container(CONTAINER_NAME)), state)
     out = stage.run(ctx.on.update_status(), _ready(started))
-    if out.unit_status != testing.ActiveStatus():
+    if not isinstance(out.unit_status, testing.ActiveStatus):
         raise AssertionError(f"scenario {name!r} ends {out.unit_status}, not Active")
     return Rendered(name, _files(data_dir))
 

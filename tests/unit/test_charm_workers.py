@@ -221,7 +221,8 @@ def test_main_and_worker_configs_for_one_to_five_units(env: CharmEnv, count: int
     main, *others = ran
     assert main.command() == MAIN_COMMAND and main.running()
     assert main.worker() is None
-    assert isinstance(main.state.unit_status, ops.ActiveStatus)
+    others_note = f"main process, with {count - 1} generic worker{'s' if count > 2 else ''}" if count > 1 else ""
+    assert main.state.unit_status == ops.ActiveStatus(others_note)
     for number, unit in enumerate(others, start=1):
         assert unit.command() == WORKER_COMMAND and unit.running()
         worker = unit.worker()
@@ -229,7 +230,9 @@ def test_main_and_worker_configs_for_one_to_five_units(env: CharmEnv, count: int
         assert worker["worker_app"] == "synapse.app.generic_worker"
         assert worker["worker_name"] == f"synapse-{number}"
         assert [listener["port"] for listener in worker["worker_listeners"]] == [8008, REPLICATION_PORT, 9000]
-        assert isinstance(unit.state.unit_status, ops.ActiveStatus), unit.state.unit_status
+        assert unit.state.unit_status == ops.ActiveStatus(
+            f"generic worker synapse-{number} (main process on synapse/0)"
+        ), unit.state.unit_status
         secret_file = unit.data_dir / "secrets" / WORKER_REPLICATION_SECRET_PATH.name
         assert secret_file.read_text() == app.secrets.worker_replication_secret
         assert secret_file.stat().st_mode & 0o777 == 0o600

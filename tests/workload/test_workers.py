@@ -191,7 +191,10 @@ def test_the_main_and_two_workers_run_each_from_its_own_units_files(world: World
         assert SERVICE_NAME in driver.container.plan.services
         with driver.entered():
             assert harness.is_healthy()
-        assert cluster.status(unit_id) == ops.ActiveStatus(), cluster.status(unit_id)
+    assert cluster.status(0) == ops.ActiveStatus("main process, with 2 generic workers"), cluster.status(0)
+    for unit_id in (1, 2):
+        expected = ops.ActiveStatus(f"generic worker synapse-{unit_id} (main process on synapse/0)")
+        assert cluster.status(unit_id) == expected, cluster.status(unit_id)
     # homeserver.yaml is the same on every unit; each worker has its own worker.yaml.
     config = homeserver(cluster, 0)
     assert homeserver(cluster, 1) == config == homeserver(cluster, 2)
@@ -287,7 +290,8 @@ def test_scaling_down_to_two_units_converges_and_traffic_still_flows(world: Worl
         assert set(config["instance_map"]) == {"main", "synapse-1"}
         assert config["federation_sender_instances"] == config["pusher_instances"] == ["synapse-1"]
         assert cluster.driver(unit_id).process.is_alive()
-        assert cluster.status(unit_id) == ops.ActiveStatus(), cluster.status(unit_id)
+    assert cluster.status(0) == ops.ActiveStatus("main process, with 1 generic worker"), cluster.status(0)
+    assert cluster.status(1) == ops.ActiveStatus("generic worker synapse-1 (main process on synapse/0)")
     # The shared file changed once: each remaining process restarted once.
     assert [cluster.driver(unit_id).starts - before for unit_id, before in zip((0, 1), starts, strict=True)] == [1, 1]
     # Nobody's routes changed: each nginx runs on, never reloaded.
