@@ -216,6 +216,13 @@ HOSTILE_OPTIONS: dict[str, st.SearchStrategy[typing.Any]] = {
     "admin_contact": hostile_string(st.sampled_from(("mailto:admin@example.com", "https://example.com/help"))),
     "auto_join_rooms": hostile_string(st.sampled_from(("#welcome:example.com", "#a:b.example.co.uk,#c:example.com"))),
     "default_room_version": hostile_string(st.sampled_from(ROOM_VERSIONS)),
+    # email (used with an smtp relation), SSO (with a saml relation) and the backup passphrase
+    # (a Juju secret ID, which a hook only reads when a backup action runs)
+    "enable_email_notifs": st.booleans(),
+    "enable_password_config": st.booleans(),
+    "notif_from": hostile_string(st.sampled_from(("Synapse <noreply@example.com>", "noreply@chat.example.com"))),
+    "saml_localpart_attribute": hostile_string(st.sampled_from(("uid", "urn:oid:0.9.2342.19200300.100.1.1"))),
+    "backup_passphrase": hostile_string(st.sampled_from(("secret:d1a2b3c4e5f6g7h8i9j0", "d1a2b3c4e5f6g7h8i9j0"))),
 }
 
 
