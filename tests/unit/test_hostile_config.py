@@ -1,14 +1,18 @@
 """Any Juju config ends a hook in a status: Active exactly when it parses, else Blocked naming the option."""
 
 import typing
+from pathlib import Path
 
 import ops
 import pytest
+import yaml
 from hypothesis import given
 
 from state import CharmConfig, InvalidStateError
 from tests import strategies
 from tests.unit.conftest import BASE_CONFIG, CharmEnv
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +37,10 @@ def test_config_changed_ends_active_or_blocked_naming_the_option(
         assert "juju config" in str(exc)
     else:
         assert out.unit_status == ops.ActiveStatus()
+
+
+def test_every_option_is_drawn() -> None:
+    """A new option in config.yaml must get a hostile strategy (TURN's pair needs the operator's secret)."""
+    options = set(yaml.safe_load((REPO_ROOT / "config.yaml").read_text())["options"])
+    assert options - set(strategies.HOSTILE_OPTIONS) == {"turn_uris", "turn_shared_secret"}
+    assert set(strategies.HOSTILE_OPTIONS) <= options
