@@ -166,39 +166,38 @@ class SynapseCharm(ops.CharmBase):
         if not isinstance(outcome, Desired):
             return outcome
         try:
-            topology = self._topology(outcome)
+            redis = self._redis_section()
         except InvalidStateError as exc:
             return Hold(ops.BlockedStatus(str(exc)))
+        topology = self._topology(outcome, redis)
         if topology is None or not topology.workers:
-            return outcome if self.main_unit.is_main() else self._standby(outcome, topology)
-        state = outcome.state.model_copy(update={"workers": Workers(topology=topology, redis=self._redis_section())})
+            return outcome if self.main_unit.is_main() else self._standby(outcome, topology, redis)
+        state = outcome.state.model_copy(update={"workers": Workers(topology=topology, redis=redis)})
         files = render_files(state, outcome.secrets)
         if topology.role == "standby":
-            return self._standby(Desired(state, outcome.secrets, files), topology)
+            return self._standby(Desired(state, outcome.secrets, files), topology, redis)
         return Desired(state, outcome.secrets, files, role=topology.role)
 
     def _redis_section(self) -> dict[str, str | int | bool]:
-        """Synapse's `redis` section from the redis relation (InvalidStateError: bad data; {}: no answer yet)."""
+        """Synapse's `redis` section (InvalidStateError: bad relation data; {}: not related or no answer yet)."""
         endpoint = self.redis.endpoint()
         return endpoint.synapse_config() if endpoint is not None else {}
 
-    def _topology(self, desired: Desired) -> Topology | None:
+    def _topology(self, desired: Desired, redis: dict[str, str | int | bool]) -> Topology | None:
         """Where the processes run; None while the main unit or its address is unknown.
 
-        Workers run only with the data in PostgreSQL, Redis answering and the worker
-        replication secret in place; otherwise the main runs alone.
+        Workers run only with the data in PostgreSQL, Redis answering (`redis`: its section)
+        and the worker replication secret in place; otherwise the main runs alone.
         """
         main = self.main_unit.recorded() or (self.unit.name if self.unit.is_leader() else None)
         if main is None:
             return None
         workers_possible = (
-            desired.state.database is not None
-            and desired.secrets.worker_replication_secret is not None
-            and bool(self._redis_section())
+            desired.state.database is not None and desired.secrets.worker_replication_secret is not None and bool(redis)
         )
         return build_topology(self.unit.name, main, self.peers.addresses(), workers_possible)
 
-    def _standby(self, desired: Desired, topology: Topology | None) -> Standby:
+    def _standby(self, desired: Desired, topology: Topology | None, redis: dict[str, str | int | bool]) -> Standby:
         """A unit that runs no Synapse process keeps the server's files (its nginx sends requests to the main).
 
         A second main process would split the server (SQLite: a second server with the same
@@ -234,8 +233,10 @@ class SynapseCharm(ops.CharmBase):
             )
         if desired.state.database is None:
             waiting = "the PostgreSQL database to be ready"
-        elif not self._redis_section():
+        elif not redis:
             waiting = "Redis to answer on the redis relation"
+        elif desired.secrets.worker_replication_secret is None:
+            waiting = "the leader to add the worker replication secret"
         elif topology is None:
             waiting = f"the address of the main unit {main}"
         else:

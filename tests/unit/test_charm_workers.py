@@ -369,3 +369,21 @@ def test_topology_orders_workers_by_unit_number() -> None:
     assert topology.role == "worker"
     assert build_topology("synapse/2", "synapse/0", addresses, workers_possible=False).role == "standby"  # type: ignore[union-attr]
     assert build_topology("synapse/2", "synapse/9", addresses, workers_possible=True) is None
+
+
+@pytest.mark.parametrize("case", ["no worker secret yet", "no main recorded"])
+def test_bad_redis_data_blocks_on_any_path(env: CharmEnv, case: str) -> None:
+    app = deployment()
+    app.redis = testing.Relation(
+        REDIS_ENDPOINT, remote_app_name="redis-k8s", remote_units_data={0: {"hostname": "a b", "port": "6379"}}
+    )
+    if case == "no worker secret yet":
+        content = app.secrets.to_content()
+        del content["worker-replication-secret"]
+        app.secrets = ServerSecrets.from_content(content)
+    else:
+        app.main = ""
+    unit = run_unit(env, app, 1, range(2))
+    assert isinstance(unit.state.unit_status, ops.BlockedStatus)
+    assert "the redis relation's unit redis-k8s/0 sent an invalid hostname" in unit.state.unit_status.message
+    assert not unit.running()
