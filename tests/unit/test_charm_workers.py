@@ -8,6 +8,8 @@ from pathlib import Path
 import ops
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ops import testing
 
 from constants import (
@@ -387,3 +389,31 @@ def test_bad_redis_data_blocks_on_any_path(env: CharmEnv, case: str) -> None:
     assert isinstance(unit.state.unit_status, ops.BlockedStatus)
     assert "the redis relation's unit redis-k8s/0 sent an invalid hostname" in unit.state.unit_status.message
     assert not unit.running()
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(
+    redis=st.dictionaries(st.sampled_from(["hostname", "port", "password", "other"]), st.text(max_size=40)),
+    peers=st.dictionaries(
+        st.integers(min_value=0, max_value=3),
+        st.dictionaries(st.sampled_from([PEER_ADDRESS_KEY, "database", "other"]), st.text(max_size=40)),
+    ),
+    main=st.sampled_from(["synapse/0", "synapse/1", "synapse/9", "", "x y"]),
+)
+def test_any_peer_and_redis_data_on_a_worker_ends_in_a_status_and_never_a_second_main(
+    env: CharmEnv, redis: dict[str, str], peers: dict[int, dict[str, str]], main: str
+) -> None:
+    """Hostile Redis and peer databags on a non-leader: the hook ends in a status; a main runs only on the main unit."""
+    app = deployment()
+    app.redis = testing.Relation(REDIS_ENDPOINT, remote_app_name="redis-k8s", remote_units_data={0: redis})
+    app.main = main
+    data_dir = env.new_data_dir()
+    env.ctx = env.context(1)
+    state = app.state(env, 1, [0, 1, 2], data_dir)
+    peer = peer_relation(state)
+    drawn = dataclasses.replace(peer, peers_data={n: data for n, data in peers.items() if n != 1})
+    out = env.run(env.ctx.on.config_changed(), env.replace_relation(state, drawn))
+    assert isinstance(out.unit_status, ops.ActiveStatus | ops.BlockedStatus | ops.WaitingStatus | ops.MaintenanceStatus)
+    unit = Unit(out, data_dir)
+    if unit.running() and unit.command() == MAIN_COMMAND:
+        assert main == "synapse/1"
