@@ -13,14 +13,23 @@ Keys we read (provider's app databag): `endpoints`, `read-only-endpoints`, `data
 import ipaddress
 import json
 import logging
-import re
 
 import ops
 
 from constants import DATABASE_ENDPOINT
-from state import DatabaseEndpoint, InvalidStateError, format_host_port, validate_hostname
+from relations._common import SingleRelationRequirer, parse_flag, parse_port, read_secret, validate_host
+from state import DatabaseEndpoint, InvalidStateError, format_host_port
 
-__all__ = ["DatabaseEndpoint", "DatabaseRequires", "RequirerEndpoint", "format_host_port"]
+__all__ = [
+    "DatabaseEndpoint",
+    "DatabaseRequires",
+    "RequirerEndpoint",
+    "format_host_port",
+    "parse_flag",
+    "parse_port",
+    "read_secret",
+    "validate_host",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -32,28 +41,6 @@ REQUESTED_ROLES = "createdb"
 REQUESTED_SECRETS = ("username", "password", "tls", "tls-ca", "uris")
 DEFAULT_POSTGRES_PORT = 5432
 TLS_SSLMODES = ("require", "verify-ca", "verify-full")
-
-
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-def validate_host(host: str) -> str:
-    """Return `host` normalised if it is an IP address or a DNS name, or raise ValueError."""
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
-    if re.fullmatch(r"[0-9.]+", host):
-        raise ValueError(f"{host!r} is not an IPv4 address")
-    return validate_hostname(host)
-
-
-def parse_port(text: str) -> int:
-    """A TCP port number, or ValueError."""
-    text = text.strip()
-    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{text!r} is not a port number (1-65535)")
-    return int(text)
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -84,49 +71,13 @@ def parse_endpoint_list(text: str) -> list[tuple[str, int]]:
     return [parse_host_port(item) for item in items]
 
 
-def parse_flag(value: str) -> bool:
-    """A boolean sent as text ("true", "True", "false", ...), or ValueError."""
-    lowered = value.strip().lower()
-    if lowered in ("true", "yes", "1"):
-        return True
-    if lowered in ("false", "no", "0", ""):
-        return False
-    raise ValueError(f"{value!r} is not true or false")
-
-
-def read_secret(model: ops.Model, uri: str, what: str, provider: str) -> dict[str, str]:
-    """The latest content of a secret another application shared, or InvalidStateError."""
-    try:
-        return model.get_secret(id=uri).get_content(refresh=True)
-    except ops.SecretNotFoundError:
-        raise InvalidStateError(
-            f"the {what} secret {provider} shared no longer exists; wait for {provider} to send a new one "
-            f"or remove and re-add the relation"
-        ) from None
-    except ops.ModelError:
-        raise InvalidStateError(
-            f"cannot read the {what} secret from {provider} ({uri}): it was not granted to this application; "
-            f"remove and re-add the relation"
-        ) from None
-
-
-class RequirerEndpoint:
+class RequirerEndpoint(SingleRelationRequirer):
     """Bookkeeping shared by the PostgreSQL requirers: one endpoint, limit 1."""
-
-    def __init__(self, charm: ops.CharmBase, endpoint: str):
-        self.charm = charm
-        self.endpoint_name = endpoint
 
     @property
     def relations(self) -> list[ops.Relation]:
         """The established relations on the endpoint (a broken one is already left out)."""
         return list(self.charm.model.relations[self.endpoint_name])
-
-    @property
-    def relation(self) -> ops.Relation | None:
-        """The relation, if any (the first, if Juju let the operator add several)."""
-        relations = self.relations
-        return relations[0] if relations else None
 
     def is_related(self) -> bool:
         """Whether a PostgreSQL application is related on this endpoint."""

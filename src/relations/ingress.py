@@ -16,6 +16,7 @@ import socket
 import ops
 
 from constants import INGRESS_ENDPOINT
+from relations._common import SingleRelationRequirer
 from relations.databag import write_changed
 from routing import IngressAnswer
 from state import parse_public_url
@@ -26,18 +27,11 @@ APP_KEYS = ("model", "name", "port", "strip-prefix")
 UNIT_KEYS = ("host", "ip")
 
 
-class IngressRequires:
+class IngressRequires(SingleRelationRequirer):
     """Requirer side of the ingress endpoint (limit 1)."""
 
     def __init__(self, charm: ops.CharmBase, endpoint: str = INGRESS_ENDPOINT):
-        self.charm = charm
-        self.endpoint_name = endpoint
-
-    @property
-    def relation(self) -> ops.Relation | None:
-        """The established relation, if any (a broken one is already left out)."""
-        relations = self.charm.model.relations[self.endpoint_name]
-        return relations[0] if relations else None
+        super().__init__(charm, endpoint)
 
     def publish(self, port: int) -> bool:
         """Ask for a route to `port` (app data: leader; unit data: every unit); return whether anything changed."""

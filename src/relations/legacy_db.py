@@ -18,14 +18,8 @@ import pgsql.client
 import yaml
 
 from constants import LEGACY_DB_ENDPOINT, PEER_RELATION
-from relations.database import (
-    TLS_SSLMODES,
-    DatabaseEndpoint,
-    RequirerEndpoint,
-    format_host_port,
-    parse_port,
-    validate_host,
-)
+from relations._common import parse_port, validate_host
+from relations.database import TLS_SSLMODES, DatabaseEndpoint, RequirerEndpoint, format_host_port
 from state import InvalidStateError
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ import ops
 import pydantic
 
 from constants import LOGGING_ENDPOINT
-from relations.database import validate_host
+from relations._common import validate_host
 
 ENDPOINT_KEY = "endpoint"
 _URL_CHARACTERS = re.compile(r"[!-~]{1,2048}")

@@ -12,6 +12,7 @@ import dataclasses
 import ops
 
 from constants import NGINX_ROUTE_ENDPOINT
+from relations._common import SingleRelationRequirer
 from relations.databag import write_changed
 from state import size_in_bytes
 
@@ -58,18 +59,11 @@ class NginxRouteRequest:
         return data
 
 
-class NginxRouteRequires:
+class NginxRouteRequires(SingleRelationRequirer):
     """Requirer side of the nginx-route endpoint (limit 1)."""
 
     def __init__(self, charm: ops.CharmBase, endpoint: str = NGINX_ROUTE_ENDPOINT):
-        self.charm = charm
-        self.endpoint_name = endpoint
-
-    @property
-    def relation(self) -> ops.Relation | None:
-        """The established relation, if any."""
-        relations = self.charm.model.relations[self.endpoint_name]
-        return relations[0] if relations else None
+        super().__init__(charm, endpoint)
 
     def is_related(self) -> bool:
         """Whether nginx-ingress-integrator is related."""

@@ -11,7 +11,7 @@ import logging
 import ops
 
 from constants import PEER_ADDRESS_KEY, PEER_RELATION
-from relations.database import validate_host
+from relations._common import validate_host
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from constants import REDIS_ENDPOINT
-from relations.database import parse_port, validate_host
+from relations._common import first_error, parse_port, validate_host
 from state import InvalidStateError
 
 logger = logging.getLogger(__name__)
@@ -95,10 +95,10 @@ class RedisRequires:
                     {"host": data.get("hostname", ""), "port": data.get("port", ""), "password": data.get("password")}
                 )
             except pydantic.ValidationError as exc:
-                error = exc.errors()[0]
-                field = {"host": "hostname"}.get(str(error["loc"][0]), str(error["loc"][0])) if error["loc"] else ""
+                field, reason = first_error(exc, no_field="")
+                field = {"host": "hostname"}.get(field, field)
                 raise InvalidStateError(
                     f"the {self.endpoint_name} relation's unit {unit.name} sent an invalid {field}: "
-                    f"{str(error['msg']).removeprefix('Value error, ')}; check the Redis application"
+                    f"{reason}; check the Redis application"
                 ) from None
         return None

@@ -18,6 +18,7 @@ import ops
 import pydantic
 from object_storage import S3Requirer
 
+from relations._common import first_error
 from state import InvalidStateError, S3Connection
 
 logger = logging.getLogger(__name__)
@@ -79,10 +80,8 @@ def parse_connection(data: dict[str, str], endpoint: str, app_name: str) -> S3Co
             ca_chain=tuple(chain),  # type: ignore[arg-type]
         )
     except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "data"
+        field, reason = first_error(exc)
         key = {"uri_style": "s3-uri-style", "ca_chain": "tls-ca-chain"}.get(field, field.replace("_", "-"))
-        reason = str(error["msg"]).removeprefix("Value error, ")
         raise InvalidStateError(
             f"the {endpoint} relation's {key} is invalid ({reason}); fix it in the s3-integrator's config"
         ) from None

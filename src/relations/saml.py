@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import ops
 
 from constants import SAML_ENDPOINT
+from relations._common import SingleRelationRequirer
 from state import MAX_URL_LENGTH, InvalidStateError, SamlProvider, SamlService
 from workload.saml import SERVICE_ELEMENTS
 
@@ -94,26 +95,18 @@ def _field(key: str, parse: Callable[[str], str], value: str) -> str:
         raise ValueError(f"{key}: {exc}") from None
 
 
-class SamlRequires:
+class SamlRequires(SingleRelationRequirer):
     """Requirer side of the saml endpoint (limit 1): reads the identity provider saml-integrator describes."""
 
     def __init__(self, charm: ops.CharmBase, endpoint: str = SAML_ENDPOINT):
-        self.charm = charm
-        self.endpoint_name = endpoint
-
-    @property
-    def events(self) -> tuple[ops.BoundEvent, ...]:
-        """The events after which the answer may differ."""
-        on = self.charm.on[self.endpoint_name]
-        return (on.relation_created, on.relation_changed, on.relation_broken)
+        super().__init__(charm, endpoint)
 
     def provider(self) -> SamlProvider | None:
         """The identity provider; None until saml-integrator has sent its entity ID.
 
         Raises InvalidStateError, naming the key and the fix, on malformed or incomplete data.
         """
-        relations = self.charm.model.relations[self.endpoint_name]
-        relation = relations[0] if relations else None
+        relation = self.relation
         if relation is None or relation.app is None:
             return None
         data = dict(relation.data[relation.app])

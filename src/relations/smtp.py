@@ -18,7 +18,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from constants import SMTP_ENDPOINT
-from relations.database import parse_flag, parse_port, read_secret, validate_host
+from relations._common import SingleRelationRequirer, first_error, parse_flag, parse_port, read_secret, validate_host
 from state import InvalidStateError, SmtpEndpoint
 
 logger = logging.getLogger(__name__)
@@ -78,26 +78,18 @@ class SmtpRelationData(BaseModel):
         return parse_flag(str(value))
 
 
-class SmtpRequires:
+class SmtpRequires(SingleRelationRequirer):
     """Requirer side of the smtp endpoint (limit 1): reads the provider's answer."""
 
     def __init__(self, charm: ops.CharmBase, endpoint: str = SMTP_ENDPOINT):
-        self.charm = charm
-        self.endpoint_name = endpoint
-
-    @property
-    def events(self) -> tuple[ops.BoundEvent, ...]:
-        """The events after which the answer may differ."""
-        on = self.charm.on[self.endpoint_name]
-        return (on.relation_created, on.relation_changed, on.relation_broken)
+        super().__init__(charm, endpoint)
 
     def endpoint(self) -> SmtpEndpoint | None:
         """The SMTP server to send through; None until smtp-integrator has sent one.
 
         Raises InvalidStateError, naming the setting and its fix, on malformed or insecure data.
         """
-        relations = self.charm.model.relations[self.endpoint_name]
-        relation = relations[0] if relations else None
+        relation = self.relation
         if relation is None or relation.app is None:
             return None
         data = relation.data[relation.app]
@@ -107,9 +99,7 @@ class SmtpRequires:
         try:
             wire = SmtpRelationData.model_validate(dict(data))
         except pydantic.ValidationError as exc:
-            error = exc.errors()[0]
-            field = str(error["loc"][0]) if error["loc"] else "data"
-            reason = str(error["msg"]).removeprefix("Value error, ")
+            field, reason = first_error(exc)
             raise InvalidStateError(
                 f"{provider} sent an invalid {field} on the {self.endpoint_name} relation: {reason}; "
                 f"fix it with `juju config {provider} {field}=...`"

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from ops import testing
 
 from constants import PEER_ADDRESS_KEY, PEER_RELATION
-from relations.database import validate_host
+from relations._common import validate_host
 from tests.unit.conftest import CharmEnv, record_side_effects
 
 
