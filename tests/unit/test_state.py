@@ -518,7 +518,20 @@ def test_any_config_parses_or_names_the_option(config: dict[str, typing.Any]) ->
         return
     assert state.parse_size(parsed.max_upload_size) <= state.MAX_UPLOAD_BYTES
     assert all("%" not in name for name in (parsed.server_name, *parsed.ip_range_whitelist))
-    assert 1 <= parsed.database_pool_min <= parsed.database_pool_max <= 100
+
+
+@given(low=strategies.hostile_ints, high=strategies.hostile_ints)
+def test_the_pool_bounds_are_accepted_exactly_when_synapse_can_use_them(low: int, high: int) -> None:
+    """Both pool options drawn together: accepted exactly when 1 <= min <= max <= 100, else refused by name."""
+    config = {"server_name": "example.com", "database_pool_min": low, "database_pool_max": high}
+    try:
+        parsed = CharmConfig.from_juju(config, APP)
+    except InvalidStateError as exc:
+        assert not 1 <= low <= high <= 100, exc
+        assert "database_pool_m" in str(exc)
+        return
+    assert 1 <= low <= high <= 100
+    assert (parsed.database_pool_min, parsed.database_pool_max) == (low, high)
 
 
 @given(config=strategies.valid_config())
