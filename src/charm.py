@@ -52,7 +52,7 @@ from topology import Topology, build_topology
 from user_actions import ActionContext, UserActions
 from workload.nginx import Nginx, NginxRoutes, render_nginx_config
 from workload.saml import check_saml_support
-from workload.service import MEDIA_PROVIDER_MODULE, Workload, render_files
+from workload.service import MEDIA_PROVIDER_MODULE, Workload
 from workload.synapse_api import SynapseAnswerError, SynapseAPIError, SynapseClient, SynapseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -173,10 +173,9 @@ class SynapseCharm(ops.CharmBase):
         if topology is None or not topology.workers:
             return outcome if self.main_unit.is_main() else self._standby(outcome, topology, redis)
         state = outcome.state.model_copy(update={"workers": Workers(topology=topology, redis=redis)})
-        files = render_files(state, outcome.secrets)
         if topology.role == "standby":
-            return self._standby(Desired(state, outcome.secrets, files), topology, redis)
-        return Desired(state, outcome.secrets, files, role=topology.role)
+            return self._standby(Desired(state, outcome.secrets), topology, redis)
+        return Desired(state, outcome.secrets, role=topology.role)
 
     def _redis_section(self) -> dict[str, str | int | bool]:
         """Synapse's `redis` section (InvalidStateError: bad relation data; {}: not related or no answer yet)."""

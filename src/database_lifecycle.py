@@ -39,7 +39,7 @@ from workload.postgres_setup import (
     prepare_database,
     sqlite_pending_updates,
 )
-from workload.service import Workload, WorkloadFile, render_files
+from workload.service import Workload, WorkloadFile
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class DatabaseLifecycle:
                     "postgresql-k8s`"
                 )
             )
-        return Desired(state, server_secrets, render_files(state, server_secrets))
+        return Desired(state, server_secrets)
 
     def _postgresql_outcome(
         self, state: CharmState, server_secrets: ServerSecrets, source: str, endpoint: DatabaseEndpoint
@@ -170,7 +170,7 @@ class DatabaseLifecycle:
                 update={"database": record.use, "allow_unsafe_locale": record.allow_unsafe_locale}
             )
             state = state.model_copy(update={"database": used})
-            return Desired(state, server_secrets, render_files(state, server_secrets))
+            return Desired(state, server_secrets)
         if not self._is_main():
             return Hold(ops.WaitingStatus("waiting for the main unit to prepare the PostgreSQL database"))
         return PrepareDatabase(state, server_secrets, source, endpoint)
@@ -215,7 +215,8 @@ class DatabaseLifecycle:
         use = prepared.name
         used = endpoint.model_copy(update={"database": use, "allow_unsafe_locale": prepared.allow_unsafe_locale})
         state = prepare.state.model_copy(update={"database": used})
-        files = render_files(state, prepare.secrets)
+        desired = Desired(state, prepare.secrets)
+        files = desired.files
         if self.workload.installed_engine() != "psycopg2" and self.workload.has_sqlite_data():
             held = self._port_sqlite(files[CONFIG_PATH], prepare.source, use)
             if held is not None:
@@ -225,7 +226,7 @@ class DatabaseLifecycle:
                 source=prepare.source, use=use, state="ready", allow_unsafe_locale=prepared.allow_unsafe_locale
             )
         )
-        return Desired(state, prepare.secrets, files)
+        return desired
 
     def _database_in_use(self) -> str | None:
         """The PostgreSQL database the server's data is in already (an earlier relation), if any.

@@ -5,6 +5,7 @@
 """
 
 import dataclasses
+import functools
 from pathlib import PurePosixPath
 
 import ops
@@ -12,20 +13,25 @@ import ops
 from server_secrets import ServerSecrets
 from state import CharmState, DatabaseEndpoint
 from topology import Role
-from workload.service import WorkloadFile
+from workload.service import WorkloadFile, render_files
 
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
-    """Run Synapse on these files: the typed state, the secrets, and the rendered files.
+    """Run Synapse on the files rendered from the typed state and the secrets.
 
-    `role`: the process this unit runs, the main process or a generic worker.
+    `role`: the process this unit runs, the main process or a generic worker. The files are
+    rendered once, when first needed: the charm may place the unit (workers) first.
     """
 
     state: CharmState
     secrets: ServerSecrets
-    files: dict[PurePosixPath, WorkloadFile]
     role: Role = "main"
+
+    @functools.cached_property
+    def files(self) -> dict[PurePosixPath, WorkloadFile]:
+        """Every file Synapse reads, rendered for this state."""
+        return render_files(self.state, self.secrets)
 
 
 @dataclasses.dataclass(frozen=True)

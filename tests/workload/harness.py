@@ -540,6 +540,18 @@ def _ensure_mountpoint() -> None:
 _LIVE: set[SynapseProcess] = set()
 
 
+def stop_group(popen: subprocess.Popen[typing.Any], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the process group of `popen`, then SIGKILL it after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=timeout)
+
+
 class SynapseProcess:
     """A real Synapse started exactly as the plan's service says."""
 
@@ -617,14 +629,7 @@ class SynapseProcess:
         if popen is None or popen.poll() is not None:
             return
         logger.info("stopping Synapse (pid %s)", popen.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=timeout)
+        stop_group(popen, timeout)
 
     def restart(self, spec: ServiceSpec) -> None:
         """Stop (if running) and start with `spec`, as Pebble's restart does."""
@@ -794,14 +799,7 @@ class NginxProcess:
         _LIVE_NGINX.discard(self)
         if popen is None or popen.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=timeout)
+        stop_group(popen, timeout)
 
     def restart(self, spec: ServiceSpec) -> None:
         """Stop (if running) and start with `spec`, as Pebble's restart does."""
